@@ -1,0 +1,11 @@
+"""fastadl: a fast, faithful Auto-DeepLab.
+
+    from fastadl import MixedOp, SuperNet, PRIMITIVES
+"""
+
+from fastadl.genotype import PAPER_GENOTYPE, Genotype
+from fastadl.nn import MixedOp, SearchCell, SuperNet
+from fastadl.ops.primitives import PRIMITIVES
+
+__version__ = "0.1.0"
+__all__ = ["PAPER_GENOTYPE", "PRIMITIVES", "Genotype", "MixedOp", "SearchCell", "SuperNet"]

@@ -1,0 +1,7 @@
+"""Modules: the drop-in MixedOp, the search cell, the trellis SuperNet and its heads."""
+
+from fastadl.nn.cell import SearchCell
+from fastadl.nn.mixed_op import MixedOp
+from fastadl.nn.supernet import SuperNet
+
+__all__ = ["MixedOp", "SearchCell", "SuperNet"]

@@ -1,0 +1,33 @@
+"""fastadl: a fast, faithful Auto-DeepLab (hierarchical NAS for semantic segmentation)."""
+
+from setuptools import setup
+
+setup(
+    name="fastadl",
+    version="0.1.0",
+    description="Fast, faithful Auto-DeepLab: cell + network-level architecture search for segmentation",
+    python_requires=">=3.10",
+    # kernels/ stays a top-level folder (Triton only) but imports as fastadl.kernels.
+    package_dir={"fastadl": "fastadl", "fastadl.kernels": "kernels"},
+    packages=[
+        "fastadl",
+        "fastadl.ops",
+        "fastadl.nn",
+        "fastadl.data",
+        "fastadl.engine",
+        "fastadl.kernels",
+    ],
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0",
+        "numpy>=1.24",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "pillow>=9.0",
+        "cityscapesscripts>=2.2",
+        "nvidia-ml-py>=12.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7.4", "pytest-benchmark>=4.0", "torchmetrics>=1.0", "ruff>=0.5"],
+    },
+)
