@@ -129,7 +129,7 @@ def validate(g: Genotype) -> None:
 def decode_cell(alphas: torch.Tensor, primitives=PRIMITIVES) -> tuple[tuple[str, int], ...]:
     """alphas: (E, K) raw → 2·B (op, input) pairs (strongest input first in each block)."""
     E, K = alphas.shape
-    if K != len(primitives):
+    if len(primitives) != K:
         raise ValueError(f"alphas has {K} columns but there are {len(primitives)} primitives")
     B = 0
     while num_edges(B) < E:
@@ -184,11 +184,16 @@ def path_log_prob(normalized_betas: torch.Tensor, path: tuple[int, ...]) -> floa
 # The paper's searched network (shared/AUTO_DEEPLAB.md §4), in this package's conventions.
 PAPER_GENOTYPE = Genotype(
     cell=(
-        ("dil_conv_5x5", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
-        ("sep_conv_3x3", 3), ("sep_conv_3x3", 0),
-        ("sep_conv_5x5", 4), ("sep_conv_5x5", 2),
-        ("sep_conv_5x5", 3), ("dil_conv_5x5", 5),
+        ("dil_conv_5x5", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("dil_conv_3x3", 1),
+        ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 4),
+        ("sep_conv_5x5", 2),
+        ("sep_conv_5x5", 3),
+        ("dil_conv_5x5", 5),
     ),
     path=(0, 0, 0, 1, 2, 1, 2, 2, 3, 3, 2, 1),
     filter_multiplier=8,

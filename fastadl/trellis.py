@@ -41,9 +41,7 @@ def incoming(layer: int, level: int) -> list[tuple[int, int]]:
     if level not in levels_at(layer):
         raise ValueError(f"layer {layer} has no level {level}")
     sources = levels_at(layer - 1)
-    return [
-        (s, direction_between(s, level)) for s in (level + 1, level, level - 1) if s in sources
-    ]
+    return [(s, direction_between(s, level)) for s in (level + 1, level, level - 1) if s in sources]
 
 
 def transition_mask(layers: int) -> torch.Tensor:
@@ -78,9 +76,7 @@ def count_paths(layers: int) -> int:
     """Number of distinct level sequences from the stem through ``layers`` layers."""
     counts = {0: 1}
     for layer in range(1, layers + 1):
-        counts = {
-            t: sum(counts.get(s, 0) for s, _ in incoming(layer, t)) for t in levels_at(layer)
-        }
+        counts = {t: sum(counts.get(s, 0) for s, _ in incoming(layer, t)) for t in levels_at(layer)}
     return sum(counts.values())
 
 
@@ -92,7 +88,5 @@ def num_nodes(layers: int) -> int:
 def num_cell_evaluations(layers: int) -> int:
     """Cell evaluations per forward: one per incoming path of every node (105 for L = 12)."""
     return sum(
-        len(incoming(layer, level))
-        for layer in range(1, layers + 1)
-        for level in levels_at(layer)
+        len(incoming(layer, level)) for layer in range(1, layers + 1) for level in levels_at(layer)
     )

@@ -112,7 +112,9 @@ class SuperNet(nn.Module):
     ):
         super().__init__()
         if layers < 1 or filter_multiplier < 1 or block_multiplier < 1 or num_classes < 1:
-            raise ValueError("num_classes, layers, filter_multiplier and block_multiplier must be >= 1")
+            raise ValueError(
+                "num_classes, layers, filter_multiplier and block_multiplier must be >= 1"
+            )
         self.num_classes = num_classes
         self.layers = layers
         self.filter_multiplier = filter_multiplier
@@ -192,6 +194,8 @@ class SuperNet(nn.Module):
             prev_prev, prev = prev, cur
         logits = None
         for level, head in self.heads.items():
-            y = F.interpolate(head(prev[int(level)]), size=(H, W), mode="bilinear", align_corners=False)
+            y = F.interpolate(
+                head(prev[int(level)]), size=(H, W), mode="bilinear", align_corners=False
+            )
             logits = y if logits is None else logits + y
         return logits
