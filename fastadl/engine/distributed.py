@@ -1,0 +1,80 @@
+"""Tiny torch.distributed helpers that degrade to no-ops in a single process.
+
+Launch (one device): ``python -m fastadl.search ...``; several: ``torchrun --nproc_per_node=N
+-m fastadl.search ...``. torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; without them nothing here
+touches torch.distributed, so the CPU and single-GPU paths need no process group.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    """True when a process group is initialised (by ``init_distributed`` or the caller)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """Global rank; 0 in a single process."""
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    """Number of processes; 1 in a single process."""
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process() -> bool:
+    """Rank 0: the one process that writes files and logs."""
+    return rank() == 0
+
+
+def init_distributed(device: str | torch.device) -> torch.device:
+    """Join the torchrun process group if WORLD_SIZE > 1 and return this process's device.
+
+    device: the requested device ("cpu", "cuda", "cuda:1", ...). Under torchrun with CUDA each
+    process takes cuda:LOCAL_RANK (the index in ``device`` is ignored); NCCL for CUDA, gloo for CPU.
+    """
+    device = torch.device(device)
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    if ws <= 1:
+        return device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not is_dist():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return device
+
+
+def barrier() -> None:
+    """Wait for every rank; a no-op in a single process."""
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tensor`` over ranks (a new tensor; the input is left unchanged).
+
+    Integer tensors are averaged in float64 (in every world size, so the dtype does not depend on
+    how the run was launched) and counts do not truncate.
+    """
+    out = tensor.detach().clone()
+    if not out.is_floating_point():
+        out = out.double()
+    if is_dist() and world_size() > 1:
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        out /= world_size()
+    return out
+
+
+def cleanup() -> None:
+    """Destroy the process group if one exists (safe to call always)."""
+    if is_dist():
+        dist.destroy_process_group()

@@ -1,0 +1,211 @@
+"""PNG plots for a run directory's ``plots/``: β trellis, α per edge, curves, confusion matrix.
+
+matplotlib is imported inside the functions (so ``--help`` and ``import fastadl`` stay fast) and
+drawn through an explicit Agg canvas instead of pyplot, so no global backend is switched and no
+figure registry is kept: safe to call from a training loop, a test or a notebook alike.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fastadl.cell_topology import edge_offset, num_edges
+from fastadl.trellis import NUM_LEVELS, levels_at, target_level, transition_mask
+
+
+def _figure(width: float, height: float):
+    """A pyplot-free Figure with an Agg canvas attached."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, out_png: str | os.PathLike) -> Path:
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
+def plot_betas(
+    normalized_betas: torch.Tensor,
+    path: Sequence[int] | None,
+    out_png: str | os.PathLike,
+) -> Path:
+    """The trellis: x = layer 0..L, y = level (/4 at the top … /32 at the bottom).
+
+    normalized_betas: (L, 4, 3) from ``trellis.normalize_betas``; every allowed edge is drawn with
+    width and opacity proportional to its weight. path: L levels for layers 1..L (the stem is
+    level 0 at layer 0), e.g. ``genotype.viterbi(...)``, drawn on top in red; None draws none.
+    """
+    betas = normalized_betas.detach().float().cpu()
+    if betas.dim() != 3 or betas.shape[1:] != (NUM_LEVELS, 3):
+        raise ValueError(f"normalized_betas must be (L, 4, 3), got {tuple(betas.shape)}")
+    layers = betas.shape[0]
+    mask = transition_mask(layers)
+    fig = _figure(max(6.0, 0.6 * layers + 2.0), 3.6)
+    ax = fig.add_subplot()
+    for i in range(layers):
+        for s in levels_at(i):
+            for d in range(3):
+                if mask[i, s, d]:
+                    w = float(betas[i, s, d])
+                    ax.plot(
+                        [i, i + 1],
+                        [s, target_level(s, d)],
+                        color="tab:blue",
+                        linewidth=0.3 + 5.0 * w,
+                        alpha=0.15 + 0.8 * w,
+                        solid_capstyle="round",
+                        zorder=1,
+                    )
+    nodes = [(layer, s) for layer in range(layers + 1) for s in levels_at(layer)]
+    ax.scatter(*zip(*nodes, strict=True), s=28, color="0.25", zorder=2)
+    if path is not None:
+        if len(path) != layers:
+            raise ValueError(f"path has {len(path)} levels, expected {layers}")
+        xs, ys = list(range(layers + 1)), [0, *path]
+        ax.plot(xs, ys, color="tab:red", linewidth=2.5, marker="o", zorder=3, label="decoded path")
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_xticks(range(layers + 1))
+    ax.set_xticklabels(["stem", *map(str, range(1, layers + 1))])
+    ax.set_yticks(range(NUM_LEVELS))
+    ax.set_yticklabels([f"/{4 * 2**s}" for s in range(NUM_LEVELS)])
+    ax.set_ylim(NUM_LEVELS - 0.5, -0.5)  # finer (higher resolution) at the top
+    ax.set_xlabel("layer")
+    ax.set_ylabel("downsample")
+    ax.set_title("normalised β (line width ∝ weight)")
+    return _save(fig, out_png)
+
+
+def edge_labels(num_edge_rows: int) -> list[str]:
+    """Row labels of α in DARTS order, e.g. 'b1←in0', 'b3←b1' (blocks 1-based, inputs in0/in1)."""
+    blocks = 0
+    while num_edges(blocks) < num_edge_rows:
+        blocks += 1
+    if num_edges(blocks) != num_edge_rows:
+        raise ValueError(f"{num_edge_rows} rows is not the edge count of any cell")
+    labels = [""] * num_edge_rows
+    for b in range(blocks):
+        for src in range(2 + b):
+            name = f"in{src}" if src < 2 else f"b{src - 1}"
+            labels[edge_offset(b) + src] = f"b{b + 1}←{name}"
+    return labels
+
+
+def plot_alphas(
+    alphas: torch.Tensor, primitives: Sequence[str], out_png: str | os.PathLike
+) -> Path:
+    """Heatmap of softmax(α) per edge. alphas: (E, K) raw logits, K = len(primitives)."""
+    a = alphas.detach().float().cpu()
+    if a.dim() != 2 or a.shape[1] != len(primitives):
+        raise ValueError(f"alphas must be (E, {len(primitives)}), got {tuple(a.shape)}")
+    probs = a.softmax(-1)
+    rows, cols = probs.shape
+    fig = _figure(2.5 + 0.75 * cols, 1.5 + 0.3 * rows)
+    ax = fig.add_subplot()
+    vmax = max(float(probs.max()), 1e-6)
+    im = ax.imshow(probs.numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(cols))
+    ax.set_xticklabels(list(primitives), rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(rows))
+    ax.set_yticklabels(edge_labels(rows), fontsize=8)
+    threshold = 0.6 * float(probs.max())
+    for r in range(rows):
+        for c in range(cols):
+            v = float(probs[r, c])
+            color = "black" if v > threshold else "white"
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color=color)
+    fig.colorbar(im, ax=ax, shrink=0.6, label="softmax(α)")
+    ax.set_title("α per edge")
+    return _save(fig, out_png)
+
+
+def _xy(records: list[dict], key: str) -> tuple[str, list[float], list[float]]:
+    """(x label, xs, ys) for records with a finite ``key``; x = step, else epoch, else index."""
+    rows = [r for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    for x_key in ("step", "epoch"):
+        if rows and all(isinstance(r.get(x_key), (int, float)) for r in rows):
+            return x_key, [r[x_key] for r in rows], [r[key] for r in rows]
+    return "record", list(range(len(rows))), [r[key] for r in rows]
+
+
+def plot_curves(records: list[dict], out_png: str | os.PathLike) -> Path:
+    """Loss (one line per record "kind") and validation mIoU against step or epoch.
+
+    records: ``metrics.jsonl`` objects; missing keys, nulls and unknown kinds are tolerated.
+    """
+    fig = _figure(10.0, 3.8)
+    ax_loss, ax_miou = fig.subplots(1, 2)
+    kinds = sorted({str(r.get("kind", "train")) for r in records if "loss" in r})
+    drawn = False
+    for kind in kinds:
+        rows = [r for r in records if str(r.get("kind", "train")) == kind]
+        x_key, xs, ys = _xy(rows, "loss")
+        if xs:
+            ax_loss.plot(xs, ys, label=f"{kind} loss", linewidth=1.2)
+            ax_loss.set_xlabel(x_key)
+            drawn = True
+    x_key, xs, ys = _xy(records, "val_loss")
+    if xs:
+        ax_loss.plot(xs, ys, label="val loss", linewidth=1.2)
+        drawn = True
+    if drawn:
+        ax_loss.legend(fontsize=8)
+    else:
+        ax_loss.text(0.5, 0.5, "no loss records", ha="center", va="center")
+    ax_loss.set_title("loss")
+    x_key, xs, ys = _xy(records, "val_miou")
+    if xs:
+        # metrics store mIoU as a fraction; show percent
+        ax_miou.plot(xs, [100 * y for y in ys], marker="o", markersize=3, color="tab:green")
+        ax_miou.set_xlabel(x_key)
+    else:
+        ax_miou.text(0.5, 0.5, "no val_miou records", ha="center", va="center")
+    ax_miou.set_title("validation mIoU (%)")
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+    return _save(fig, out_png)
+
+
+def plot_confusion(
+    matrix: torch.Tensor, class_names: Sequence[str] | None, out_png: str | os.PathLike
+) -> Path:
+    """Row-normalised confusion matrix. matrix: (C, C) counts [target, pred]."""
+    m = matrix.detach().double().cpu()
+    if m.dim() != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix must be (C, C), got {tuple(m.shape)}")
+    c = m.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    if len(names) != c:
+        raise ValueError(f"{len(names)} class names for a {c}-class matrix")
+    rows = m.sum(1, keepdim=True)
+    norm = torch.where(rows > 0, m / rows.clamp_min(1), torch.zeros_like(m))  # unseen class: 0
+    side = 2.5 + 0.42 * c
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(c))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(c))
+    ax.set_yticklabels(names, fontsize=8)
+    if c <= 25:  # beyond that the numbers no longer fit in a cell
+        for r in range(c):
+            for k in range(c):
+                v = float(norm[r, k])
+                if v >= 0.005:
+                    color = "white" if v > 0.6 else "black"
+                    ax.text(k, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color=color)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("target")
+    fig.colorbar(im, ax=ax, shrink=0.7, label="fraction of target pixels")
+    ax.set_title("confusion matrix (row-normalised)")
+    return _save(fig, out_png)
