@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 
 class ConfusionMatrix:
-    """(C, C) int64 counts, ``matrix[target, pred]``, over all pixels whose target is not ignored."""
+    """(C, C) int64 counts ``matrix[target, pred]`` over the pixels whose target is not ignored."""
 
     def __init__(
         self,

@@ -87,7 +87,7 @@ def plot_betas(
 
 
 def edge_labels(num_edge_rows: int) -> list[str]:
-    """Row labels of α in DARTS order, e.g. 'b1←in0', 'b3←b1' (blocks 1-based, inputs in0/in1)."""
+    """Row labels of α in DARTS order: 'b1←in0', 'b3←b1' (blocks 1-based, inputs in0, in1)."""
     blocks = 0
     while num_edges(blocks) < num_edge_rows:
         blocks += 1
