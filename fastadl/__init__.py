@@ -4,8 +4,16 @@
 """
 
 from fastadl.genotype import PAPER_GENOTYPE, Genotype
-from fastadl.nn import MixedOp, SearchCell, SuperNet
+from fastadl.nn import AutoDeepLab, MixedOp, SearchCell, SuperNet
 from fastadl.ops.primitives import PRIMITIVES
 
 __version__ = "0.1.0"
-__all__ = ["PAPER_GENOTYPE", "PRIMITIVES", "Genotype", "MixedOp", "SearchCell", "SuperNet"]
+__all__ = [
+    "AutoDeepLab",
+    "PAPER_GENOTYPE",
+    "PRIMITIVES",
+    "Genotype",
+    "MixedOp",
+    "SearchCell",
+    "SuperNet",
+]
