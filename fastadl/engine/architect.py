@@ -1,0 +1,72 @@
+"""The architecture step of the first-order bilevel search (shared/AUTO_DEEPLAB.md §3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastadl.engine.distributed import all_reduce_mean
+from fastadl.engine.precision import Precision
+from fastadl.engine.steps import NonFiniteError, check_finite, micro_batches, segmentation_loss
+
+
+class Architect:
+    """Adam on α and β with gradients from a trainB batch.
+
+    ``torch.autograd.grad(loss, [α, β])`` asks autograd for the architecture gradients only:
+    the engine then skips every weight-gradient kernel (convolution backward is told which
+    gradients are wanted), and nothing lands in the weights' ``.grad``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        arch_params: list[nn.Parameter],
+        lr: float,
+        betas: tuple[float, float],
+        weight_decay: float,
+        precision: Precision,
+    ):
+        self.model = model
+        self.params = arch_params
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=lr, betas=betas, weight_decay=weight_decay
+        )
+        self.precision = precision
+        self.scaler = precision.make_scaler()
+
+    def step(
+        self, images: torch.Tensor, masks: torch.Tensor, step: int, accumulate: int = 1
+    ) -> float:
+        """One Adam step on α, β from (images (N,3,H,W), masks (N,H,W)); returns the loss.
+
+        ``self.model`` is the bare module even under DDP: gradients of α and β are averaged
+        over processes here, so DDP's weight-gradient buckets never run for this step.
+        """
+        grads = [torch.zeros_like(p) for p in self.params]
+        total = 0.0
+        parts = micro_batches(images, masks, accumulate)
+        for x, y in parts:
+            with self.precision.autocast():
+                loss = segmentation_loss(self.model(x), y)
+            check_finite(loss, "architecture loss", step)
+            part = torch.autograd.grad(self.scaler.scale(loss / len(parts)), self.params)
+            grads = [g + d for g, d in zip(grads, part, strict=True)]
+            total += loss.item() / len(parts)
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = all_reduce_mean(g).to(p.dtype)
+        if not self.scaler.is_enabled() and not all(
+            torch.isfinite(p.grad).all() for p in self.params
+        ):
+            raise NonFiniteError(f"non-finite α/β gradient at step {step}")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])

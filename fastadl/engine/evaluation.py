@@ -1,0 +1,42 @@
+"""Validation: mIoU and pixel accuracy of a model over a dataset (all ranks' pixels counted)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from fastadl.engine.loading import eval_loader
+from fastadl.engine.metrics import ConfusionMatrix
+from fastadl.engine.precision import Precision
+
+
+@torch.no_grad()
+def confusion_over(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    precision: Precision,
+    limit: int = 0,
+) -> ConfusionMatrix:
+    """Confusion matrix of argmax predictions over ``dataset`` (first ``limit`` items if > 0),
+    summed over every process. Leaves the model in the mode it found it in."""
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(dataset.num_classes, device=device)
+    for images, masks in eval_loader(dataset, batch_size, workers, limit):
+        images, masks = images.to(device), masks.to(device)
+        with precision.autocast():
+            logits = model(images)
+        cm.update(logits.argmax(1), masks)
+    cm.all_reduce()
+    model.train(was_training)
+    return cm
+
+
+def evaluate_miou(model, dataset, batch_size, workers, device, precision, limit=0):
+    """(mIoU, pixel accuracy) of ``model`` on ``dataset``; see confusion_over for arguments."""
+    cm = confusion_over(model, dataset, batch_size, workers, device, precision, limit)
+    return cm.miou(), cm.pixel_accuracy()
