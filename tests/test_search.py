@@ -41,10 +41,37 @@ def params_of(run_dir):
 
 def test_search_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
-    code = main(["--out", str(out), "--no-progress", "--num-images", "16", "--image-size", "32",
-                 "--crop-size", "32", "--val-images", "4", "--layers", "2", "--filter-multiplier", "2",
-                 "--block-multiplier", "2", "--epochs", "2", "--arch-start-epoch", "1",
-                 "--batch-size", "4", "--backend", "reference", "--device", "cpu"])
+    code = main(
+        [
+            "--out",
+            str(out),
+            "--no-progress",
+            "--num-images",
+            "16",
+            "--image-size",
+            "32",
+            "--crop-size",
+            "32",
+            "--val-images",
+            "4",
+            "--layers",
+            "2",
+            "--filter-multiplier",
+            "2",
+            "--block-multiplier",
+            "2",
+            "--epochs",
+            "2",
+            "--arch-start-epoch",
+            "1",
+            "--batch-size",
+            "4",
+            "--backend",
+            "reference",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     for name in ("config.json", "split.json", "metrics.jsonl", "genotype.json"):
         assert (out / name).is_file(), name
@@ -79,7 +106,9 @@ def test_resume_is_exact(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert torch.equal(a["alphas"], b["alphas"]) and torch.equal(a["betas"], b["betas"])
-    steps_logged = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    steps_logged = [
+        json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps_logged.count(4) == 2  # one step record and one epoch record, nothing duplicated
 
 
@@ -93,7 +122,9 @@ def test_arch_step_leaves_weight_gradients_untouched():
     arch.step(x, y, step=1)
     assert all(p.grad is None for p in net.weight_parameters())
     assert all(not torch.equal(a, b) for a, b in zip(net.arch_parameters(), before, strict=True))
-    assert all(torch.equal(p, q) for p, q in zip(net.weight_parameters(), weights_before, strict=True))
+    assert all(
+        torch.equal(p, q) for p, q in zip(net.weight_parameters(), weights_before, strict=True)
+    )
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -115,10 +146,32 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypa
 
 
 def test_cli_reports_nan_without_traceback(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(steps, "segmentation_loss", lambda logits, masks: logits.sum() * float("nan"))
-    code = main(["--out", str(tmp_path / "r"), "--no-progress", "--num-images", "16", "--image-size",
-                 "32", "--crop-size", "32", "--layers", "1", "--filter-multiplier", "2",
-                 "--block-multiplier", "1", "--batch-size", "4", "--backend", "reference"])
+    monkeypatch.setattr(
+        steps, "segmentation_loss", lambda logits, masks: logits.sum() * float("nan")
+    )
+    code = main(
+        [
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+            "--num-images",
+            "16",
+            "--image-size",
+            "32",
+            "--crop-size",
+            "32",
+            "--layers",
+            "1",
+            "--filter-multiplier",
+            "2",
+            "--block-multiplier",
+            "1",
+            "--batch-size",
+            "4",
+            "--backend",
+            "reference",
+        ]
+    )
     assert code == 3
     assert "non-finite loss" in capsys.readouterr().err
 
@@ -154,3 +207,18 @@ def test_presets_validate():
         resolve("tiny", {"colour": 1})
     with pytest.raises(ConfigError):
         SearchConfig.from_dict({"layers": 0})
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_search_keeps_arch_parameters_float32(tmp_path, amp):
+    cfg = dataclasses.replace(MICRO, amp=amp, epochs=2, max_steps=3)
+    result = run_search(cfg, tmp_path, progress=False)
+    assert result.step == 3
+    state = load_checkpoint(tmp_path)
+    assert state["model"]["alphas"].dtype == torch.float32
+    assert state["model"]["betas"].dtype == torch.float32
+    assert torch.isfinite(state["model"]["alphas"]).all()
+    # fp16 runs keep a live GradScaler state for each optimizer; bf16 needs none
+    scale = state["w_scaler"].get("scale")
+    assert (scale is not None) == (amp == "fp16")
+    assert (state["architect"]["scaler"].get("scale") is not None) == (amp == "fp16")
