@@ -1,0 +1,126 @@
+"""The retrained network from a genotype or a training checkpoint, and multi-scale inference.
+
+A training checkpoint holds everything needed to rebuild its network without the dataset: the
+config (model preset, drop-path), the genotype, the class names and palette, all plain values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fastadl.engine.checkpoint import CheckpointError, load_checkpoint
+from fastadl.engine.train_config import TrainConfig
+from fastadl.genotype import PAPER_GENOTYPE, Genotype, GenotypeError
+from fastadl.nn.autodeeplab import AutoDeepLab
+
+DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLab's multi-scale evaluation
+
+
+def load_genotype(spec: str | os.PathLike) -> Genotype:
+    """ "paper" → the paper's genotype; a file → Genotype.load; a directory → its genotype.json
+    (e.g. a search run). Raises GenotypeError naming the file."""
+    if str(spec) == "paper":
+        return PAPER_GENOTYPE
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "genotype.json"
+        if not path.is_file():
+            raise GenotypeError(f"{spec} is a directory without a genotype.json")
+    return Genotype.load(path)
+
+
+def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int) -> AutoDeepLab:
+    """The AutoDeepLab network ``cfg.model`` (S / M / L / tiny) for ``genotype``."""
+    return AutoDeepLab.from_preset(
+        cfg.model, genotype, num_classes=num_classes, drop_path_prob=cfg.drop_path_prob
+    )
+
+
+def load_weights(model: nn.Module, weights: dict, source: str) -> None:
+    """``model.load_state_dict`` with a one-line error instead of torch's key listing."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise GenotypeError(
+            f"{source}: the saved weights do not fit the network built from its genotype and "
+            f"model preset ({first[:200]})"
+        ) from None
+
+
+@dataclass
+class LoadedModel:
+    model: AutoDeepLab
+    config: TrainConfig
+    genotype: Genotype
+    class_names: list[str]
+    palette: list[tuple[int, int, int]]
+    run_dir: Path | None  # the run directory the checkpoint belongs to, when it is in one
+    step: int
+
+
+def model_from_checkpoint(path: str | os.PathLike, device: torch.device) -> LoadedModel:
+    """Rebuild the trained network from a run directory (its latest checkpoint) or a file.
+
+    Raises CheckpointError / GenotypeError / ConfigError naming the file when it is not a
+    training checkpoint or its weights do not fit its genotype.
+    """
+    path = Path(path)
+    state = load_checkpoint(path, map_location="cpu")
+    missing = [k for k in ("model", "config", "genotype", "class_names") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)})")
+    cfg = TrainConfig.from_dict(state["config"], source=f"{path} (config)")
+    genotype = Genotype.from_dict(state["genotype"], source=f"{path} (genotype)")
+    names = list(state["class_names"])
+    model = build_model(cfg, genotype, len(names))
+    load_weights(model, state["model"], str(path))
+    model.to(device).eval()
+    if path.is_dir():
+        run_dir = path.parent if path.name == "checkpoints" else path
+    else:
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    palette = [tuple(int(v) for v in c) for c in state.get("palette", [])]
+    return LoadedModel(model, cfg, genotype, names, palette, run_dir, int(state.get("step", 0)))
+
+
+class MultiScaleInference(nn.Module):
+    """Class probabilities averaged over input scales (and horizontal flips).
+
+    x: (N, 3, H, W) → (N, K, H, W) softmax probabilities; each scale's logits are resized back
+    to (H, W) bilinearly before the softmax average (DeepLab's multi-scale evaluation).
+    """
+
+    def __init__(self, model: nn.Module, scales: Sequence[float] = (1.0,), flip: bool = False):
+        super().__init__()
+        if not scales or any(s <= 0 for s in scales):
+            raise ValueError(f"scales must be positive, got {list(scales)}")
+        self.model = model
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        total = None
+        n = 0
+        for s in self.scales:
+            size = (max(1, round(H * s)), max(1, round(W * s)))
+            xs = x if size == (H, W) else F.interpolate(x, size, mode="bilinear")
+            for flipped in (False, True) if self.flip else (False,):
+                inp = xs.flip(-1) if flipped else xs
+                logits = self.model(inp).float()
+                if flipped:
+                    logits = logits.flip(-1)
+                if logits.shape[-2:] != (H, W):
+                    logits = F.interpolate(logits, (H, W), mode="bilinear")
+                probs = logits.softmax(1)
+                total = probs if total is None else total + probs
+                n += 1
+        return total / n
