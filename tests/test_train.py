@@ -13,12 +13,23 @@ import pytest
 import torch
 
 from fastadl.engine.checkpoint import latest_checkpoint, load_checkpoint
-from fastadl.engine.inference import build_model
+from fastadl.engine.inference import build_model, load_genotype
 from fastadl.engine.metrics_log import read
 from fastadl.engine.train_config import resolve
 from fastadl.engine.trainer import poly_lr, run_train
 from fastadl.genotype import PAPER_GENOTYPE
 from fastadl.train import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread while this module runs: on a busy 2-core machine, OpenMP threads that
+    wait on each other make these small steps several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # A few seconds per run: 16 synthetic 32×32 images, 4 steps of 4 per epoch, the tiny network.
 # threads=0 leaves this process's torch thread count alone (the preset would set it to 1).
@@ -53,7 +64,9 @@ def test_train_end_to_end_writes_the_run_files(tmp_path, capsys):
     for name in ("config.json", "genotype.json", "metrics.jsonl", "plots/curves.png"):
         assert (run / name).is_file(), name
     assert json.loads((run / "config.json").read_text())["model"] == "tiny"
-    assert json.loads((run / "genotype.json").read_text())["path"] == list(PAPER_GENOTYPE.path)
+    saved = json.loads((run / "genotype.json").read_text())  # the preset's "paper:4"
+    assert saved["path"] == list(PAPER_GENOTYPE.path[:4])
+    assert saved["cell"] == [list(pair) for pair in PAPER_GENOTYPE.cell]
     records = read(run / "metrics.jsonl")
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
     epochs = [r for r in records if r["kind"] == "epoch"]
@@ -107,6 +120,8 @@ def test_genotype_the_network_cannot_use_is_a_clear_error(tmp_path, capsys):
     missing.mkdir()
     assert main([*SMALL, "--genotype", str(missing), "--out", str(tmp_path / "r2")]) == 2
     assert "without a genotype.json" in capsys.readouterr().err
+    assert main([*SMALL, "--genotype", "paper:2", "--out", str(tmp_path / "r3")]) == 2
+    assert "paper:N needs 3 <= N" in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, capsys):
@@ -143,15 +158,11 @@ def test_two_processes_match_one_process_with_two_micro_batches(tmp_path):
     # One thread like each rank (a different thread count changes the float rounding of convs);
     # gradient clipping keeps this deep BN network's first steps from amplifying that rounding.
     overrides = {"batch_size": 8, "accumulate": 2, "max_steps": 2, "grad_clip": 5.0}
-    cfg = resolve("tiny", {**SMALL_CFG, **overrides, "threads": 1})
-    threads = torch.get_num_threads()
-    try:
-        run_train(cfg, single_run, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    run_train(resolve("tiny", {**SMALL_CFG, **overrides, "threads": 1}), single_run, progress=False)
     a, b = load_checkpoint(ddp_run), load_checkpoint(single_run)
     assert a["step"] == b["step"] == 2
-    model = build_model(cfg, PAPER_GENOTYPE, 6)
+    cfg = resolve("tiny", {})
+    model = build_model(cfg, load_genotype(cfg.genotype), 6)
     names = [n for n, _ in model.named_parameters()]  # BN running stats legitimately differ
     assert names
     for n in names:

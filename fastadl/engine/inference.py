@@ -23,11 +23,35 @@ from fastadl.nn.autodeeplab import AutoDeepLab
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLab's multi-scale evaluation
 
 
+def paper_prefix(layers: int) -> Genotype:
+    """The paper's cell on the first ``layers`` levels of the paper's path (3..12).
+
+    **Decision** for CPU budgets (§5 retrains the full 12-cell network for 1.5 M iterations):
+    a shorter chain of the same cell keeps the paper's cell and its first levels but trains
+    from scratch in minutes instead of days.
+    """
+    n = len(PAPER_GENOTYPE.path)
+    if not 3 <= layers <= n:
+        raise GenotypeError(f"paper:N needs 3 <= N <= {n} layers, got {layers}")
+    return Genotype(cell=PAPER_GENOTYPE.cell, path=PAPER_GENOTYPE.path[:layers], layers=layers)
+
+
 def load_genotype(spec: str | os.PathLike) -> Genotype:
-    """ "paper" → the paper's genotype; a file → Genotype.load; a directory → its genotype.json
-    (e.g. a search run). Raises GenotypeError naming the file."""
-    if str(spec) == "paper":
+    """A genotype from the command line's ``--genotype``.
+
+    "paper": the paper's genotype; "paper:N": its cell on the first N layers of its path; a
+    file: Genotype.load; a directory: its genotype.json (e.g. a search run). Raises
+    GenotypeError naming the file.
+    """
+    text = str(spec)
+    if text == "paper":
         return PAPER_GENOTYPE
+    if text.startswith("paper:"):
+        try:
+            layers = int(text.removeprefix("paper:"))
+        except ValueError:
+            raise GenotypeError(f"genotype {text!r}: expected paper:N, N a layer count") from None
+        return paper_prefix(layers)
     path = Path(spec)
     if path.is_dir():
         path = path / "genotype.json"

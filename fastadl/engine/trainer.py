@@ -40,16 +40,6 @@ def poly_lr(step: int, total: int, base_lr: float, power: float = 0.9) -> float:
     return base_lr * (1.0 - min(step, total) / total) ** power
 
 
-def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's, §5) or AdamW (``optimizer="adamw"``, betas (momentum,
-    0.999), decoupled weight decay)."""
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(
-            params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay
-        )
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -120,7 +110,7 @@ def run_train(
         genotype.save(run_dir / "genotype.json")
     precision = Precision(cfg.amp, device.type)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg, params)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = precision.make_scaler()
     forward: nn.Module = model
     if dist.world_size() > 1:
