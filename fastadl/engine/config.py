@@ -52,6 +52,7 @@ class SearchConfig:
     amp: str = "off"  # off | bf16 | fp16
     compile: bool = False
     device: str = "auto"
+    threads: int = 0  # torch intra-op CPU threads per process (0 = torch's default)
     max_steps: int = 0  # stop (with a checkpoint) after this many weight steps; 0 = run all epochs
     checkpoint_every: int = 0  # also checkpoint every N steps (0 = at epoch ends only)
     val_batch_size: int = 0  # 0 = batch_size
@@ -80,9 +81,9 @@ PRESETS: dict[str, SearchConfig] = {
         crop_size=64,
         scale_min=0.75,
         scale_max=1.25,
-        num_images=96,
+        num_images=400,
         image_size=64,
-        val_images=32,
+        val_images=100,
         layers=4,
         filter_multiplier=4,
         block_multiplier=3,
@@ -90,7 +91,10 @@ PRESETS: dict[str, SearchConfig] = {
         arch_start_epoch=2,
         batch_size=8,
         w_lr=0.05,
-        workers=0,
+        # One loader process and one compute thread: on a 2-core machine that also runs other
+        # work, OpenMP threads waiting on each other make a step several times slower.
+        workers=1,
+        threads=1,
     ),
 }
 

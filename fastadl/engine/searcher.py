@@ -93,6 +93,8 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) a search into ``run_dir``; returns where it stopped."""
     run_dir = Path(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = dist.init_distributed(resolve_device(cfg.device))
     main = dist.is_main_process()
     torch.manual_seed(cfg.seed)  # same initial weights, α and β on every rank
