@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from fastadl.data import build_dataset
 from fastadl.data.transforms import pad_collate
 from fastadl.engine.distributed import rank, world_size
 
@@ -86,3 +87,25 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, limit: int = 0)
     indices = list(range(rank(), n, world_size()))
     subset = torch.utils.data.Subset(dataset, indices)
     return DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=pad_collate)
+
+
+def build_datasets(cfg):
+    """(train, val) datasets for a search or train config (its data, data_root, crop_size,
+    scale_min/max, seed, and for synthetic data image_size and num_images when set)."""
+    extra = {"image_size": cfg.image_size} if cfg.data == "synthetic" and cfg.image_size else {}
+    n_train = {"num_images": cfg.num_images} if cfg.data == "synthetic" and cfg.num_images else {}
+    train = build_dataset(
+        cfg.data,
+        cfg.data_root,
+        "train",
+        crop_size=cfg.crop_size,
+        train=True,
+        seed=cfg.seed,
+        scale_range=(cfg.scale_min, cfg.scale_max),
+        **extra,
+        **n_train,
+    )
+    val = build_dataset(
+        cfg.data, cfg.data_root, "val", crop_size=None, train=False, seed=cfg.seed, **extra
+    )
+    return train, val

@@ -20,14 +20,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fastadl.data import build_dataset, subset
+from fastadl.data import subset
 from fastadl.data.split import load_split, make_split, save_split
 from fastadl.engine import distributed as dist
 from fastadl.engine.architect import Architect
 from fastadl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastadl.engine.config import SearchConfig
 from fastadl.engine.evaluation import evaluate_miou
-from fastadl.engine.loading import SeededItems, batches_per_epoch, epoch_loader
+from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.metrics_log import MetricsLog, truncate_after
 from fastadl.engine.precision import Precision
 from fastadl.engine.run_dir import write_run_files
@@ -65,27 +65,6 @@ class SearchResult:
     step: int
     epoch: int
     val_miou: list[float]
-
-
-def build_datasets(cfg: SearchConfig):
-    """(train, val) datasets for the config; synthetic sizes come from the config when set."""
-    extra = {"image_size": cfg.image_size} if cfg.data == "synthetic" and cfg.image_size else {}
-    n_train = {"num_images": cfg.num_images} if cfg.data == "synthetic" and cfg.num_images else {}
-    train = build_dataset(
-        cfg.data,
-        cfg.data_root,
-        "train",
-        crop_size=cfg.crop_size,
-        train=True,
-        seed=cfg.seed,
-        scale_range=(cfg.scale_min, cfg.scale_max),
-        **extra,
-        **n_train,
-    )
-    val = build_dataset(
-        cfg.data, cfg.data_root, "val", crop_size=None, train=False, seed=cfg.seed, **extra
-    )
-    return train, val
 
 
 def run_search(

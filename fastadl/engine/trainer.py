@@ -19,12 +19,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fastadl.data import build_dataset
 from fastadl.engine import distributed as dist
 from fastadl.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastadl.engine.evaluation import evaluate_miou
 from fastadl.engine.inference import build_model, load_genotype, load_weights
-from fastadl.engine.loading import SeededItems, batches_per_epoch, epoch_loader
+from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.metrics_log import MetricsLog, read, truncate_after
 from fastadl.engine.plots import plot_curves
 from fastadl.engine.precision import Precision
@@ -46,28 +45,6 @@ class TrainResult:
     step: int
     epoch: int
     val_miou: list[float]
-
-
-def build_datasets(cfg: TrainConfig):
-    """(train, val) datasets for the config; synthetic sizes come from the config when set."""
-    synthetic = cfg.data == "synthetic"
-    extra = {"image_size": cfg.image_size} if synthetic and cfg.image_size else {}
-    n_train = {"num_images": cfg.num_images} if synthetic and cfg.num_images else {}
-    train = build_dataset(
-        cfg.data,
-        cfg.data_root,
-        "train",
-        crop_size=cfg.crop_size,
-        train=True,
-        seed=cfg.seed,
-        scale_range=(cfg.scale_min, cfg.scale_max),
-        **extra,
-        **n_train,
-    )
-    val = build_dataset(
-        cfg.data, cfg.data_root, "val", crop_size=None, train=False, seed=cfg.seed, **extra
-    )
-    return train, val
 
 
 def run_train(
