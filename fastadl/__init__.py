@@ -4,7 +4,7 @@
 """
 
 from fastadl.genotype import PAPER_GENOTYPE, Genotype
-from fastadl.nn import AutoDeepLab, MixedOp, SearchCell, SuperNet
+from fastadl.nn import AutoDeepLab, MixedOp, SearchCell, SuperNet, convert_mixed_ops
 from fastadl.ops.primitives import PRIMITIVES
 
 __version__ = "0.1.0"
@@ -16,4 +16,5 @@ __all__ = [
     "MixedOp",
     "SearchCell",
     "SuperNet",
+    "convert_mixed_ops",
 ]

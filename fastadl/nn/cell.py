@@ -24,7 +24,7 @@ class SearchCell(nn.Module):
         C: int,
         blocks: int = 5,
         primitives: Sequence[str] = PRIMITIVES,
-        backend: str = "reference",
+        backend: str = "auto",
     ):
         super().__init__()
         self.C = C

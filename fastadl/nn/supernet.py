@@ -107,7 +107,7 @@ class SuperNet(nn.Module):
         filter_multiplier: int = 8,
         block_multiplier: int = 5,
         primitives: Sequence[str] = PRIMITIVES,
-        backend: str = "reference",
+        backend: str = "auto",
         in_channels: int = 3,
     ):
         super().__init__()

@@ -1,7 +1,9 @@
 """The functional mixed op: Σ_k w_k · op_k(x), dispatched to a backend.
 
 Backends share one semantics (shared/ARCHITECTURE.md "Mixed-op backends"); ``reference`` is
-the literal sum over the reference op modules and is never removed.
+the literal sum over the reference op modules and is never removed. ``fused`` is
+fastadl/ops/fused.py, ``triton`` fastadl/ops/triton_backend.py (imported only when used, so
+``import fastadl`` never imports Triton), ``auto`` picks triton for CUDA tensors, fused else.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-BACKENDS: tuple[str, ...] = ("reference",)
+BACKENDS: tuple[str, ...] = ("reference", "fused", "triton", "auto")
 
 
 def reference_mixed_op(
@@ -32,14 +34,42 @@ def reference_mixed_op(
     return out
 
 
+def check_backend(backend: str) -> str:
+    """Return ``backend`` if it names a backend, else raise a ValueError listing them."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown mixed-op backend {backend!r}; choose one of {BACKENDS}")
+    return backend
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """The concrete backend ``backend`` means for a tensor on x's device (auto → triton/fused)."""
+    if check_backend(backend) == "auto":
+        return "triton" if x.is_cuda else "fused"
+    return backend
+
+
 def mixed_op(
     x: torch.Tensor,
     weights: torch.Tensor,
     ops: Sequence[nn.Module],
     primitives: Sequence[str],
-    backend: str = "reference",
+    backend: str = "auto",
+    recompute: bool = False,
 ) -> torch.Tensor:
-    """Dispatch the mixed op to ``backend`` (one of BACKENDS). Shapes as reference_mixed_op."""
-    if backend == "reference":
-        return reference_mixed_op(x, weights, ops, primitives)
-    raise ValueError(f"unknown mixed-op backend {backend!r}; choose one of {BACKENDS}")
+    """Dispatch the mixed op to ``backend`` (one of BACKENDS). Shapes as reference_mixed_op.
+
+    recompute: the fused backend keeps only the edge's inputs for backward and recomputes its
+    intermediates there (other backends ignore it).
+    """
+    backend = resolve_backend(backend, x)
+    if backend == "fused":
+        from fastadl.ops.fused import fused_mixed_op
+
+        out = fused_mixed_op(x, weights, ops, primitives, recompute=recompute)
+        if out is not None:
+            return out
+    elif backend == "triton":
+        from fastadl.ops.triton_backend import triton_mixed_op
+
+        return triton_mixed_op(x, weights, ops, primitives)
+    return reference_mixed_op(x, weights, ops, primitives)
