@@ -1,7 +1,4 @@
-"""fastadl: a fast, faithful Auto-DeepLab.
-
-    from fastadl import MixedOp, SuperNet, PRIMITIVES
-"""
+"""fastadl: a fast, faithful Auto-DeepLab (``from fastadl import MixedOp, SuperNet, PRIMITIVES``)."""
 
 from fastadl.genotype import PAPER_GENOTYPE, Genotype
 from fastadl.nn import AutoDeepLab, MixedOp, SearchCell, SuperNet, convert_mixed_ops
