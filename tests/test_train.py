@@ -168,3 +168,27 @@ def test_two_processes_match_one_process_with_two_micro_batches(tmp_path):
     for n in names:
         torch.testing.assert_close(a["model"][n], b["model"][n], msg=lambda m, n=n: f"{n}: {m}")
     assert Path(ddp_run / "config.json").is_file()
+
+
+def test_a_searched_genotype_loads_and_trains(tmp_path):
+    """The hand-off a user makes: search, then retrain the network the search found."""
+    import dataclasses
+
+    from fastadl.engine.config import resolve as resolve_search
+    from fastadl.engine.searcher import run_search
+
+    search_cfg = dataclasses.replace(
+        resolve_search("tiny", {}), num_images=16, image_size=32, crop_size=32, val_images=2,
+        layers=3, filter_multiplier=2, block_multiplier=5, epochs=1, arch_start_epoch=0,
+        batch_size=4, workers=0, threads=0, device="cpu",
+    )  # fmt: skip
+    run_search(search_cfg, tmp_path / "search", progress=False)
+    searched = load_genotype(str(tmp_path / "search" / "genotype.json"))
+    assert searched.layers == 3
+    run = tmp_path / "train"
+    assert (
+        main([*SMALL, "--epochs", "1", "--genotype", str(tmp_path / "search"), "--out", str(run)])
+        == 0
+    )
+    assert load_genotype(str(run / "genotype.json")) == searched
+    assert load_checkpoint(run)["step"] == 4
