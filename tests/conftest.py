@@ -4,7 +4,18 @@ reads it when it decorates), so it is set here, before pytest imports any test m
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread while a module runs: on a busy 2-core machine, OpenMP threads that wait
+    on each other make small training steps several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,15 +20,7 @@ from fastadl.evaluate import main as evaluate_main
 from fastadl.genotype import PAPER_GENOTYPE
 from fastadl.predict import main as predict_main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread while this module runs: on a busy 2-core machine, OpenMP threads that
-    wait on each other make these small steps several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,7 @@ from fastadl.engine.trainer import poly_lr, run_train
 from fastadl.genotype import PAPER_GENOTYPE
 from fastadl.train import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread while this module runs: on a busy 2-core machine, OpenMP threads that
-    wait on each other make these small steps several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # A few seconds per run: 16 synthetic 32×32 images, 4 steps of 4 per epoch, the tiny network.
