@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from fastadl.cli_common import USER_ERRORS, add_config_flags, fail, overrides_from
-from fastadl.engine.config import PRESETS, SearchConfig, resolve
+from fastadl.engine.config import PRESETS, SearchConfig, resolve, resolve_from
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,16 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         f"genotype: {run_dir / 'genotype.json'}"
     )
     return 0
-
-
-def resolve_from(saved: SearchConfig, overrides: dict) -> SearchConfig:
-    """A saved config with command-line overrides applied (e.g. more epochs on resume)."""
-    import dataclasses
-
-    from fastadl.engine.config import validate
-
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return validate(dataclasses.replace(saved, **changes))
 
 
 if __name__ == "__main__":

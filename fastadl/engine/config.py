@@ -16,6 +16,25 @@ class ConfigError(ValueError):
     """A bad preset name, field name or field value."""
 
 
+def config_from_dict(cls, d: Any, source: str, validate):
+    """``cls(**d)`` validated, or a ConfigError naming ``source`` for a non-object or unknown field."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {unknown}")
+    return validate(cls(**d))
+
+
+def apply_overrides(base, overrides: dict[str, Any], validate):
+    """``base`` with ``overrides`` (field → value, None = keep) applied and validated."""
+    unknown = sorted(set(overrides) - {f.name for f in fields(base)})
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return validate(dataclasses.replace(base, **changes))
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     # data
@@ -65,11 +84,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> SearchConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown field(s) {unknown}")
-        return validate(cls(**d))
+        return config_from_dict(cls, d, source, validate)
 
 
 PRESETS: dict[str, SearchConfig] = {
@@ -133,9 +148,9 @@ def resolve(preset: str, overrides: dict[str, Any]) -> SearchConfig:
     """The preset with ``overrides`` (field → value, None = keep) applied and validated."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    known = {f.name for f in fields(SearchConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"unknown config field(s) {unknown}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return validate(dataclasses.replace(PRESETS[preset], **changes))
+    return resolve_from(PRESETS[preset], overrides)
+
+
+def resolve_from(base: SearchConfig, overrides: dict[str, Any]) -> SearchConfig:
+    """``base`` with ``overrides`` applied (e.g. a saved config and more epochs on resume)."""
+    return apply_overrides(base, overrides, validate)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from fastadl.engine.config import ConfigError
+from fastadl.engine.config import ConfigError, apply_overrides, config_from_dict
 
 MODELS = ("S", "M", "L", "tiny")  # fastadl.nn.autodeeplab.PRESETS
 
@@ -68,13 +68,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown field(s) {unknown}")
-        return validate(cls(**d))
+        return config_from_dict(cls, d, source, validate)
 
 
 # Cityscapes train_fine has 2,975 images: 371 steps of 8 per epoch, so the paper's 1.5 M
@@ -157,9 +151,4 @@ def resolve(preset: str, overrides: dict[str, Any]) -> TrainConfig:
 
 def resolve_from(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """``base`` with ``overrides`` applied (e.g. a saved config and more epochs on resume)."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"unknown config field(s) {unknown}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return validate(dataclasses.replace(base, **changes))
+    return apply_overrides(base, overrides, validate)
