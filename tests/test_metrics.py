@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from ddp_utils import run_processes
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from fastadl.engine import distributed
@@ -119,41 +118,24 @@ def test_distributed_helpers_are_noops_in_one_process():
     distributed.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import os
-
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
+def _worker(out_dir: str) -> None:
     device = distributed.init_distributed("cpu")
-    try:
-        mean = distributed.all_reduce_mean(torch.tensor([float(rank), 10.0 * rank]))
-        cm = ConfusionMatrix(3)
-        # rank r sees one pixel of class r, predicted correctly
-        cm.update(torch.tensor([[[rank]]]), torch.tensor([[[rank]]]))
-        cm.all_reduce()
-        distributed.barrier()
-        torch.save(
-            {"device": str(device), "rank": distributed.rank(), "mean": mean, "matrix": cm.matrix},
-            f"{out_dir}/{rank}.pt",
-        )
-    finally:
-        distributed.cleanup()
+    rank = distributed.rank()
+    mean = distributed.all_reduce_mean(torch.tensor([float(rank), 10.0 * rank]))
+    cm = ConfusionMatrix(3)
+    # rank r sees one pixel of class r, predicted correctly
+    cm.update(torch.tensor([[[rank]]]), torch.tensor([[[rank]]]))
+    cm.all_reduce()
+    distributed.barrier()
+    torch.save(
+        {"device": str(device), "rank": rank, "mean": mean, "matrix": cm.matrix},
+        f"{out_dir}/{rank}.pt",
+    )
 
 
 def test_two_process_gloo_all_reduce(tmp_path):
     world = 2
-    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    run_processes(_worker, world, str(tmp_path))
     expected_matrix = torch.diag(torch.tensor([1, 1, 0]))
     for r in range(world):
         got = torch.load(tmp_path / f"{r}.pt", weights_only=True)
