@@ -70,6 +70,7 @@ class SearchConfig:
     workers: int = 2
     amp: str = "off"  # off | bf16 | fp16
     compile: bool = False
+    recompute: bool = False  # keep only cell inputs for backward, recompute the rest (less memory)
     device: str = "auto"
     threads: int = 0  # torch intra-op CPU threads per process (0 = torch's default)
     max_steps: int = 0  # stop (with a checkpoint) after this many weight steps; 0 = run all epochs

@@ -109,6 +109,7 @@ def run_search(
         filter_multiplier=cfg.filter_multiplier,
         block_multiplier=cfg.block_multiplier,
         backend=cfg.backend,
+        recompute=cfg.recompute,
     ).to(device)
     precision = Precision(cfg.amp, device.type)
     arch_params = model.arch_parameters()

@@ -25,12 +25,14 @@ class SearchCell(nn.Module):
         blocks: int = 5,
         primitives: Sequence[str] = PRIMITIVES,
         backend: str = "auto",
+        recompute: bool = False,
     ):
         super().__init__()
         self.C = C
         self.blocks = blocks
         self.edges = nn.ModuleList(
-            MixedOp(C, primitives, backend=backend) for _ in range(num_edges(blocks))
+            MixedOp(C, primitives, backend=backend, recompute=recompute)
+            for _ in range(num_edges(blocks))
         )
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

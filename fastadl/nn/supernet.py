@@ -47,6 +47,7 @@ class TrellisNode(nn.Module):
         block_multiplier: int,
         primitives: Sequence[str],
         backend: str,
+        recompute: bool = False,
     ):
         super().__init__()
         F_, B = filter_multiplier, block_multiplier
@@ -71,7 +72,9 @@ class TrellisNode(nn.Module):
         pp_levels = [STEM0_LEVEL] if layer == 1 else list(levels_at(layer - 2))
         self.pp_level = max(lvl for lvl in pp_levels if lvl <= level)
         self.pre_prev_prev = Reduce(node_channels(self.pp_level), C, level - self.pp_level)
-        self.cell = SearchCell(C, block_multiplier, primitives, backend=backend)
+        self.cell = SearchCell(
+            C, block_multiplier, primitives, backend=backend, recompute=recompute
+        )
 
     def forward(
         self,
@@ -109,6 +112,7 @@ class SuperNet(nn.Module):
         primitives: Sequence[str] = PRIMITIVES,
         backend: str = "auto",
         in_channels: int = 3,
+        recompute: bool = False,
     ):
         super().__init__()
         if layers < 1 or filter_multiplier < 1 or block_multiplier < 1 or num_classes < 1:
@@ -139,7 +143,7 @@ class SuperNet(nn.Module):
         for layer in range(1, layers + 1):
             for level in levels_at(layer):
                 self.nodes[self.node_key(layer, level)] = TrellisNode(
-                    layer, level, F_, B, self.primitives, backend
+                    layer, level, F_, B, self.primitives, backend, recompute
                 )
         self.heads = nn.ModuleDict()
         for level in levels_at(layers):
