@@ -1,4 +1,10 @@
-"""The search cell: B blocks over 2 + i candidate inputs each, all edges mixed ops."""
+"""The search cell: B blocks over 2 + i candidate inputs each, all edges mixed ops.
+
+With the edges' backend ``fused`` or ``auto`` the cell runs as one autograd node on the
+cell-level fast path (fastadl/ops/cell_fast.py): every edge that reads the same state computed
+together, several incoming paths stacked. Otherwise (``reference``, ``triton``, or anything the
+fast path does not cover) the edges run one by one; both compute the same function.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from torch import nn
 
 from fastadl.cell_topology import edge_offset, num_edges
 from fastadl.nn.mixed_op import MixedOp
+from fastadl.ops.cell_fast import fast_cell
 from fastadl.ops.primitives import PRIMITIVES
 
 
@@ -37,6 +44,33 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """s0 = H^{l-2}, s1 = H^{l-1}: (N, C, H, W); weights: (E, K) → (N, B·C, H, W)."""
+        out = fast_cell(self, s0, [s1], weights, None)
+        return self.forward_edges(s0, s1, weights) if out is None else out
+
+    def forward_paths(
+        self,
+        s0: torch.Tensor,
+        s1s: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+        betas: torch.Tensor,
+    ) -> torch.Tensor:
+        """Σ_p betas[p] · cell(s0, s1s[p], weights): one trellis node's update (paper Eq. 6).
+
+        s0, s1s[p]: (N, C, H, W); betas: (P,) → (N, B·C, H, W). Running statistics end where P
+        evaluations in path order would leave them.
+        """
+        out = fast_cell(self, s0, s1s, weights, betas)
+        if out is not None:
+            return out
+        for p, s1 in enumerate(s1s):
+            y = betas[p] * self.forward_edges(s0, s1, weights)
+            out = y if out is None else out + y
+        return out
+
+    def forward_edges(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """The cell edge by edge (each MixedOp with its own backend): the literal definition."""
         states = [s0, s1]
         for b in range(self.blocks):
             off = edge_offset(b)

@@ -87,13 +87,12 @@ class TrellisNode(nn.Module):
         """prev/prev_prev: level → node output of layers l-1 / l-2; weights: (E, K) softmaxed α;
         betas: (4, 3) normalised β of this layer's incoming edges → (N, B·C, *size)."""
         s0 = self.pre_prev_prev(prev_prev[self.pp_level])
-        out = None
+        s1s = []
         for src, d in self.paths:
             pre = self.pre_prev[_FROM[d]]
-            s1 = pre(prev[src], size) if d == FINER else pre(prev[src])
-            y = betas[src, d] * self.cell(s0, s1, weights)
-            out = y if out is None else out + y
-        return out
+            s1s.append(pre(prev[src], size) if d == FINER else pre(prev[src]))
+        path_betas = torch.stack([betas[src, d] for src, d in self.paths])
+        return self.cell.forward_paths(s0, s1s, weights, path_betas)
 
 
 class SuperNet(nn.Module):

@@ -1,0 +1,215 @@
+"""The whole search iteration (weight step on trainA + α/β step on trainB) per backend.
+
+    python benchmarks/bench_search_step.py                         # anchor: F=8, L=12, B=5, 64² crops
+    python benchmarks/bench_search_step.py --size 256 --reps 2     # 256² crops
+    python benchmarks/bench_search_step.py --backends auto --recompute --compile
+    pytest benchmarks/bench_search_step.py --benchmark-only        # one cell / one iteration groups
+
+The iteration is the engine's own: ``fastadl.engine.steps.weight_step`` (SGD, gradient clip)
+and ``fastadl.engine.architect.Architect.step`` (Adam on α, β, gradients for α and β only), on
+a SuperNet built like the search builds it. Backends are timed interleaved (every repetition
+runs each backend once, in rotating order) after one warm-up iteration each, and the medians
+are reported with their ratio to ``reference``. Peak memory is measured per backend in a fresh
+subprocess (peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA) running two
+iterations, so one backend's high-water mark never hides another's. docs/PERFORMANCE.md has the
+recorded figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from fastadl import SuperNet
+from fastadl.engine.architect import Architect
+from fastadl.engine.precision import Precision
+from fastadl.engine.steps import weight_step
+from fastadl.engine.searcher import frozen
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class Setting:
+    size: int = 64
+    layers: int = 12
+    filter_multiplier: int = 8
+    blocks: int = 5
+    batch: int = 2
+    classes: int = 19
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class Iteration:
+    """One backend's supernet, optimizers and fixed trainA/trainB batches; ``run()`` = one step."""
+
+    def __init__(self, s: Setting, backend: str, device: str = DEVICE, recompute: bool = False,
+                 compile: bool = False):  # fmt: skip
+        torch.manual_seed(0)
+        self.device = device
+        self.model = SuperNet(
+            s.classes, s.layers, s.filter_multiplier, s.blocks, backend=backend,
+            recompute=recompute,
+        ).to(device)  # fmt: skip
+        self.compile_s = 0.0
+        if compile:
+            from fastadl.nn.compile import compile_cells
+
+            compile_cells(self.model)
+        precision = Precision("off", torch.device(device).type)
+        arch = self.model.arch_parameters()
+        self.weights = self.model.weight_parameters()
+        self.w_opt = torch.optim.SGD(self.weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+        self.scaler = precision.make_scaler()
+        self.precision = precision
+        self.architect = Architect(self.model, arch, 3e-3, (0.9, 0.999), 1e-3, precision)
+        gen = torch.Generator().manual_seed(1)
+        shape = (s.batch, 3, s.size, s.size)
+        self.xa = torch.randn(shape, generator=gen).to(device)
+        self.xb = torch.randn(shape, generator=gen).to(device)
+        self.ya = torch.randint(0, s.classes, (s.batch, s.size, s.size), generator=gen).to(device)
+        self.yb = torch.randint(0, s.classes, (s.batch, s.size, s.size), generator=gen).to(device)
+        self.step = 0
+
+    def run(self) -> float:
+        """One weight step + one α/β step; returns its wall-clock seconds."""
+        sync(self.device)
+        t0 = time.perf_counter()
+        self.step += 1
+        with frozen(self.model.arch_parameters()):
+            weight_step(self.model, self.xa, self.ya, self.w_opt, self.scaler, self.precision,
+                        self.weights, self.step, 1, 5.0)  # fmt: skip
+        self.architect.step(self.xb, self.yb, self.step)
+        sync(self.device)
+        return time.perf_counter() - t0
+
+
+def interleaved(its: dict[str, Iteration], reps: int) -> dict[str, list[float]]:
+    """Every repetition runs each backend once, the order rotating, after one warm-up each."""
+    names = list(its)
+    first = {}
+    for n in names:
+        first[n] = its[n].run()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            times[n].append(its[n].run())
+    return times | {f"{n}:first": [first[n]] for n in names}
+
+
+def peak_memory(s: Setting, backend: str, recompute: bool, compile: bool) -> dict:
+    """Peak memory of two iterations of one backend, in a fresh process."""
+    args = [sys.executable, __file__, "--child-memory", backend, "--size", str(s.size),
+            "--layers", str(s.layers), "--filter-multiplier", str(s.filter_multiplier),
+            "--blocks", str(s.blocks), "--batch", str(s.batch)]  # fmt: skip
+    args += ["--recompute"] * recompute + ["--compile"] * compile
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def child_memory(s: Setting, backend: str, recompute: bool, compile: bool) -> None:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    it = Iteration(s, backend, recompute=recompute, compile=compile)
+    it.run()
+    it.run()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if DEVICE == "cuda" else None
+    print(json.dumps({"peak_rss_mb": rss, "rss_before_mb": base, "cuda_peak_mb": cuda}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", default="reference,auto", help="comma-separated backends")
+    p.add_argument("--size", type=int, default=64, help="crop side in pixels")
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--filter-multiplier", type=int, default=8)
+    p.add_argument("--blocks", type=int, default=5)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3, help="timed iterations per backend")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--recompute", action="store_true", help="also time auto with recompute")
+    p.add_argument("--compile", action="store_true", help="also time auto with --compile")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--child-memory", metavar="BACKEND", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    s = Setting(a.size, a.layers, a.filter_multiplier, a.blocks, a.batch)
+    if a.child_memory:
+        child_memory(s, a.child_memory, a.recompute, a.compile)
+        return 0
+    variants = {b: (b, False, False) for b in a.backends.split(",")}
+    if a.recompute:
+        variants["auto+recompute"] = ("auto", True, False)
+    if a.compile:
+        variants["auto+compile"] = ("auto", False, True)
+    its = {}
+    for name, (backend, rec, comp) in variants.items():
+        t0 = time.perf_counter()
+        its[name] = Iteration(s, backend, recompute=rec, compile=comp)
+        its[name].compile_s = time.perf_counter() - t0 if comp else 0.0
+    times = interleaved(its, a.reps)
+    print(f"setting: {s}, device {DEVICE}, threads {torch.get_num_threads()}, reps {a.reps}")
+    ref = statistics.median(times["reference"]) if "reference" in times else None
+    print(f"{'variant':<16} {'s/iter':>8} {'first':>8} {'vs ref':>8} {'peak MB':>9} {'compile s':>9}")
+    for name, (backend, rec, comp) in variants.items():
+        med = statistics.median(times[name])
+        mem = "" if a.no_memory else peak_memory(s, backend, rec, comp)
+        peak = "" if not mem else f"{mem['cuda_peak_mb'] or mem['peak_rss_mb']:.0f}"
+        ratio = f"1/{ref / med:.1f}" if ref else ""
+        first = times[f"{name}:first"][0]
+        print(f"{name:<16} {med:8.3f} {first:8.2f} {ratio:>8} {peak:>9} {its[name].compile_s:9.1f}")
+    return 0
+
+
+# ------------------------------------------------------------------ pytest-benchmark groups
+
+SMALL = Setting(size=32, layers=4, filter_multiplier=4, blocks=5, batch=2)
+BENCH_BACKENDS = ("reference", "fused", "auto")
+
+
+@pytest.mark.parametrize("backend", BENCH_BACKENDS)
+def test_search_iteration(benchmark, backend):
+    benchmark.group = "search iteration (F=4, L=4, B=5, 32²)"
+    it = Iteration(SMALL, backend)
+    it.run()
+    benchmark(it.run)
+
+
+@pytest.mark.parametrize("backend", BENCH_BACKENDS)
+def test_cell_forward_backward(benchmark, backend):
+    """One trellis node's cell on 3 incoming paths at the paper's s8 level (2×16×41×41)."""
+    from fastadl import SearchCell
+
+    benchmark.group = "cell, 3 paths, forward + backward (C=16, 41², B=5)"
+    torch.manual_seed(0)
+    cell = SearchCell(16, 5, backend=backend).to(DEVICE).train()
+    s0 = torch.randn(2, 16, 41, 41, device=DEVICE, requires_grad=True)
+    s1 = [torch.randn(2, 16, 41, 41, device=DEVICE, requires_grad=True) for _ in range(3)]
+    alpha = (1e-3 * torch.randn(20, 8, device=DEVICE)).requires_grad_()
+    beta = torch.full((3,), 1 / 3, device=DEVICE, requires_grad=True)
+
+    def step():
+        out = cell.forward_paths(s0, s1, alpha.softmax(-1), beta)
+        out.sum().backward()
+        sync(DEVICE)
+
+    step()
+    benchmark(step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

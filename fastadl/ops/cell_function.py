@@ -1,0 +1,210 @@
+"""A whole search cell on P incoming paths as one autograd node with a hand-written backward.
+
+    out = Σ_p β_p · concat_b(block_b(s0, s1_p))        (paper Eq. 6 for one trellis node)
+
+s0 (H^{l-2}) is the same for every path, so its edges run once (on N images); s1_p and the
+blocks run stacked along the batch axis (P·N images) with BatchNorm statistics per path
+(fastadl/ops/fanout.py). The groups run in state order; block b is complete once the group of
+state b + 1 has run, and it is then the input of the group of state b + 2. The backward walks
+the groups in reverse, accumulating each block's gradient before its group needs it.
+
+Layouts: states and blocks are channels-last rows; ``acc: (P, Q, B, C)`` holds the blocks of
+every path (Q = N·H·W), the output is (N, B·C, H, W) channels-last. With ``recompute`` only the
+inputs are saved and the backward reruns the forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from fastadl.ops.cell_plan import CellPlan
+from fastadl.ops.cell_wgrad import cell_weight_grads
+from fastadl.ops.fanout import fanout_backward, fanout_forward
+
+CL = torch.channels_last
+
+
+def _kind_views(plan: CellPlan, stacked: tuple[Tensor, ...]) -> list[Tensor]:
+    """The stacked weights as the fan-out groups read them: depthwise (E·C, 1, k, k) as they
+    are, pointwise (E·C, C, 1, 1) as (E, C, C)."""
+    n, C = plan.edges, plan.C
+    return [w.view(n, C, C) if pw else w for w, pw in zip(stacked, plan.pointwise, strict=True)]
+
+
+def _group_params(plan: CellPlan, stacked: list[Tensor], g) -> tuple[Tensor, ...]:
+    """The slices of the stacked weights that belong to group ``g``'s edges."""
+    C, lo, hi = plan.C, g.offset, g.offset + g.size
+    return tuple(
+        w[lo:hi] if pw else w[lo * C : hi * C]
+        for w, pw in zip(stacked, plan.pointwise, strict=True)
+    )
+
+
+def _group_rstats(plan: CellPlan, rstats, g, row: int):
+    """This group's running (mean, var), each (n_pool + R·E, C), from the cell's rows."""
+    if rstats is None:
+        return None
+    P, R, E = plan.edge.P, plan.edge.R, g.size
+    out = []
+    for t in rstats:
+        part = t[row : row + (P + R) * E]
+        pools = part[: P * E].view(P, E, -1)[:, 0]
+        out.append(torch.cat([pools, part[P * E :]]))
+    return tuple(out)
+
+
+def _state(acc: Tensor, b: int, N: int, H: int, W: int) -> Tensor:
+    """Block b of every path as a (P·N, C, H, W) channels-last tensor (one copy)."""
+    P, Q, _, C = acc.shape
+    return acc[:, :, b].contiguous().view(P * N, H, W, C).permute(0, 3, 1, 2)
+
+
+def cell_forward(plan: CellPlan, P: int, x0, x1, weights, betas, stacked, rstats, want_inter):
+    """x0: (N, C, H, W) channels-last; x1: (P·N, C, H, W) channels-last; weights (E_all, K);
+    betas (P,) or None (= 1). Returns (out (N, B·C, H, W) channels-last, (means, vars) each
+    (n_bn, P, C) or None, saved intermediates)."""
+    N, C, H, W = x0.shape
+    B, Q = plan.blocks, N * H * W
+    rows = plan.rows(weights.device)
+    w_all = weights.index_select(0, rows)
+    means, variances, inters = [], [], []
+    acc = None  # (P, Q, B, C): every path's blocks, position-major
+    row = 0
+    for g in plan.groups:
+        Pg = 1 if g.state == 0 else P
+        x = x0 if g.state == 0 else x1 if g.state == 1 else _state(acc, g.state - 2, N, H, W)
+        w = w_all[g.offset : g.offset + g.size]
+        out, stats, inter = fanout_forward(
+            x, Pg, w, _group_params(plan, stacked, g), plan.edge, plan.eps,
+            _group_rstats(plan, rstats, g, row), want_inter,
+        )  # fmt: skip
+        inters.append((x, inter))
+        row += (plan.edge.P + plan.edge.R) * g.size
+        if g.state == 0:
+            out0 = out
+        elif g.state == 1:
+            acc = out.view(P, Q, B, C) + out0.view(1, Q, B, C)
+        else:
+            acc[:, :, g.first_block :] += out.view(P, Q, g.size, C)
+        if stats is not None:
+            n_pool = plan.edge.P
+            for lst, s in zip((means, variances), stats, strict=True):
+                pools = s[:n_pool].unsqueeze(1).expand(n_pool, g.size, Pg, C)
+                s = torch.cat([pools.reshape(-1, Pg, C), s[n_pool:]])
+                lst.append(s.expand(-1, P, C) if Pg == 1 else s)
+    # out[q, b, c] = Σ_p β_p acc[p, q, b, c]: one GEMV, already in the channels-last layout
+    y = acc[0] if betas is None else torch.mm(betas.view(1, P), acc.view(P, -1))
+    out = y.reshape(N, H, W, B * C).permute(0, 3, 1, 2)
+    stats = (torch.cat(means), torch.cat(variances)) if means else None
+    return out, stats, (acc, inters)
+
+
+def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, batch, saved,
+                  needs: tuple[bool, bool, bool, bool, bool]):  # fmt: skip
+    """Gradients of cell_forward. needs: (x0, x1, weights, betas, params). Returns
+    (g0 (N,C,H,W), g1 (P·N,C,H,W), gweights (E_all, K), gbetas (P,), stacked-param grads)."""
+    need_x0, need_x1, need_w, need_b, need_p = needs
+    N, C, H, W = x0.shape
+    B, Q = plan.blocks, N * H * W
+    acc, inters = saved
+    gq = g.contiguous(memory_format=CL).permute(0, 2, 3, 1).reshape(1, Q, B, C)
+    gbetas = None
+    if betas is None:
+        gacc = gq.clone()  # (1, Q, B, C), accumulated into below
+    else:
+        if need_b:
+            gbetas = torch.mv(acc.view(P, -1), gq.reshape(-1))
+        gacc = betas.view(P, 1, 1, 1) * gq  # (P, Q, B, C): each block's gradient per path
+    rows = plan.rows(weights.device)
+    w_all = weights.index_select(0, rows)
+    gw_all = torch.zeros_like(w_all) if need_w else None
+    items = [None] * len(plan.groups)  # weight-gradient operands, per group
+    # a block's gradient is needed for anything upstream of it, α included
+    need_chain = need_x0 or need_x1 or need_p or need_w
+    g0 = g1 = None
+    for gi in range(len(plan.groups) - 1, -1, -1):
+        grp = plan.groups[gi]
+        x, inter = inters[gi]
+        if grp.state == 0:
+            Pg, need_x = 1, need_x0
+            gout = gacc[:, :, grp.first_block :].sum(0)  # s0's edges serve every path
+        else:
+            Pg, need_x = P, need_x1 if grp.state == 1 else need_chain
+            gout = gacc[:, :, grp.first_block :].contiguous()
+        w = w_all[grp.offset : grp.offset + grp.size]
+        gx, gw, ops = fanout_backward(
+            gout.view(Pg * Q, grp.size, C), x, Pg, w, _group_params(plan, stacked, grp),
+            plan.edge, inter, batch, need_x, need_w, need_p,
+        )  # fmt: skip
+        if gw is not None:
+            gw_all[grp.offset : grp.offset + grp.size] = gw
+        if need_p:
+            items[gi] = (x, inter, ops)
+        if grp.state == 0:
+            g0 = gx
+        elif grp.state == 1:
+            g1 = gx
+        elif gx is not None:
+            gacc[:, :, grp.state - 2] += gx.view(P, Q, C)
+    gweights = None
+    if need_w:
+        gweights = torch.zeros_like(weights).index_copy_(0, rows, gw_all)
+
+    def as4(t: Tensor | None, n: int) -> Tensor | None:
+        return None if t is None else t.view(n, H, W, C).permute(0, 3, 1, 2)
+
+    gstacked = cell_weight_grads(plan, P, x0.shape, items) if need_p else None
+    return as4(g0, N), as4(g1, P * N), gweights, gbetas, gstacked
+
+
+class CellFunction(torch.autograd.Function):
+    """apply(plan, P, rstats, recompute, s0, betas, weights, *s1 (P of them), *stacked) →
+    (out, means, variances). stacked: cell_plan.stacked_weights (one tensor per weight kind);
+    betas may be None (a single path of weight 1); rstats: running (mean, var) for eval mode.
+    means/variances: batch statistics (n_bn, P, C) for the running-stat update (empty in eval).
+    """
+
+    @staticmethod
+    def forward(ctx, plan, P, rstats, recompute, s0, betas, weights, *rest):
+        s1s, params = rest[:P], rest[P:]
+        x0 = s0.contiguous(memory_format=CL)
+        x1 = (torch.cat(s1s) if P > 1 else s1s[0]).contiguous(memory_format=CL)
+        stacked = _kind_views(plan, params)
+        out, stats, saved = cell_forward(
+            plan, P, x0, x1, weights, betas, stacked, rstats, not recompute
+        )
+        ctx.plan, ctx.P, ctx.rstats, ctx.recompute = plan, P, rstats, recompute
+        ctx.shapes = [p.shape for p in params]  # the stacked weights' own shapes
+        ctx.has_betas = betas is not None
+        ctx.saved_inter = None if recompute else saved
+        ctx.save_for_backward(x0, x1, weights, betas, *stacked)
+        empty = x0.new_empty(0)
+        means, variances = stats if stats is not None else (empty, empty)
+        ctx.mark_non_differentiable(means, variances)
+        return out, means, variances
+
+    @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
+    def backward(ctx, g, _gm, _gv):
+        plan, P = ctx.plan, ctx.P
+        x0, x1, weights, betas, *stacked = ctx.saved_tensors
+        saved = ctx.saved_inter
+        if saved is None:
+            with torch.no_grad():
+                _, _, saved = cell_forward(
+                    plan, P, x0, x1, weights, betas, stacked, ctx.rstats, True
+                )
+        ctx.saved_inter = None
+        nig = ctx.needs_input_grad
+        need_p = any(nig[7 + P :])
+        needs = (nig[4], any(nig[7 : 7 + P]), nig[6], nig[5], need_p)
+        batch = ctx.rstats is None
+        g0, g1, gw, gb, gst = cell_backward(plan, P, g, x0, x1, weights, betas, stacked, batch,
+                                            saved, needs)  # fmt: skip
+        g1s = [None] * P if g1 is None else list(g1.split(x0.shape[0]))
+        gparams = [None] * len(ctx.shapes)
+        if gst is not None:
+            gparams = [v.reshape(shape) for v, shape in zip(gst, ctx.shapes, strict=True)]
+        return (None, None, None, None, g0, gb, gw, *g1s, *gparams)

@@ -1,0 +1,108 @@
+"""The conv weight gradients of a whole cell, every fan-out group at once.
+
+A weight gradient feeds nothing else in the backward, so the cell's backward
+(fastadl/ops/cell_function.py) first walks its groups for the input and α gradients and then
+computes the weights' from the operands each group left: one depthwise weight-gradient call per
+branch kind and one batched GEMM per stage for the whole cell (its 20 edges), instead of one of
+each per group. On the small maps of a search every such call costs 0.1-0.5 ms whatever its
+size, so this takes most of the weight gradients' time away.
+
+The operands of all groups are gathered edge-major in group order, which is the order of the
+cell's stacked weights (fastadl/ops/cell_plan.py), so each kind's gradient comes out as one
+stacked tensor. H^{l-2}'s group has one path where the others have P: its rows beyond the first
+path are zero, which adds nothing to any sum.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fastadl.ops.cell_plan import CellPlan
+from fastadl.ops.dw_crop import dw_weight_grad
+
+
+def _gather(parts, M: int, E_all: int, C: int, dims: int, like: Tensor) -> Tensor:
+    """parts: per group (offset, size, tensor (M_g, [rows,] E_g, C)) → (M, [rows,] E_all, C)."""
+    rows = () if dims == 3 else (parts[0][2].shape[1],)
+    out = like.new_empty(M, *rows, E_all, C)
+    for off, size, t in parts:
+        out[: t.shape[0], ..., off : off + size, :] = t
+        if t.shape[0] < M:
+            out[t.shape[0] :, ..., off : off + size, :] = 0
+    return out
+
+
+def _pointwise_weight_grads(gz: Tensor, d: Tensor) -> list[Tensor]:
+    """gz, d: (M, R, E, C) → per row r the (E, C, C) gradients Σ_m gz[m, r, e]ᵀ d[m, r, e]."""
+    M, R, E, C = gz.shape
+    g = torch.bmm(gz.view(M, R * E, C).permute(1, 2, 0), d.view(M, R * E, C).transpose(0, 1))
+    return list(g.view(R, E, C, C).unbind(0))
+
+
+# Up to this map size the groups' operands are gathered and each weight gradient is one call
+# for the cell; on larger maps the calls cost what their arithmetic costs, and gathering would
+# only add copies, so each group computes its own.
+BATCH_MAX_PIXELS = 64
+
+
+def weight_grads(edge, PN: int, H: int, W: int, re, D1, gz1, gd1, Y, D2, gz2, gd2) -> list[Tensor]:
+    """The conv weight gradients of E edges (one group, or every group gathered), stacked per
+    kind in the Function's kind order. re: (M, E, C) ReLU of each edge's input; the rest as
+    fanout_backward's operands and fanout_forward's intermediates."""
+
+    def as4(t: Tensor) -> Tensor:  # (M, E, C) → (P·N, E·C, H, W) channels-last
+        return t.reshape(PN, H, W, -1).permute(0, 3, 1, 2)
+
+    re4 = as4(re)
+    grads = [
+        dw_weight_grad(as4(gd1[:, j].contiguous()), re4, spec.kernel, spec.dilation)
+        for j, spec in enumerate(edge.convs)
+    ]
+    grads += _pointwise_weight_grads(gz1, D1)
+    if edge.S:
+        grads += [
+            dw_weight_grad(
+                as4(gd2[:, s].contiguous()), as4(Y[:, s].contiguous()), spec.kernel, spec.dilation2
+            )  # fmt: skip
+            for s, spec in enumerate(edge.convs[: edge.S])
+        ]
+        grads += _pointwise_weight_grads(gz2, D2)
+    return grads
+
+
+def _relu_repeated(x: Tensor, E: int) -> Tensor:
+    """(P·N, C, H, W) channels-last → (M, E, C): ReLU(x) once per edge."""
+    C = x.shape[1]
+    return torch.clamp_min(x.permute(0, 2, 3, 1).reshape(-1, 1, C).expand(-1, E, C), 0)
+
+
+def cell_weight_grads(plan: CellPlan, P: int, shape, items) -> list[Tensor]:
+    """The stacked conv weight gradients in the Function's kind order (plan.kinds of them).
+
+    shape: (N, C, H, W) of one path; items: per group (x (P_g·N, C, H, W) channels-last, the
+    forward's intermediates, the backward's operands from fanout_backward)."""
+    N, C, H, W = shape
+    edge = plan.edge
+    keys = ("D1", "gz1", "gd1", "Y", "D2", "gz2", "gd2")
+    if H * W > BATCH_MAX_PIXELS:
+        per_group = []
+        for (x, inter, ops), g in zip(items, plan.groups, strict=True):
+            t = {**inter, **ops}
+            per_group.append(weight_grads(edge, x.shape[0], H, W, _relu_repeated(x, g.size),
+                                          *(t[k] for k in keys)))  # fmt: skip
+        return [torch.cat(parts) for parts in zip(*per_group, strict=True)]
+    M, E_all = P * N * H * W, plan.edges
+    spans = [(g.offset, g.size) for g in plan.groups]
+    like = items[0][0]
+
+    def gather(key: str) -> Tensor | None:
+        parts = []
+        for (o, n), (x, inter, ops) in zip(spans, items, strict=True):
+            t = _relu_repeated(x, n) if key == "re" else inter[key] if key in inter else ops[key]
+            if t is None:
+                return None
+            parts.append((o, n, t))
+        return _gather(parts, M, E_all, C, parts[0][2].dim(), like)
+
+    return weight_grads(edge, P * N, H, W, gather("re"), *(gather(k) for k in keys))

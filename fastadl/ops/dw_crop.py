@@ -1,0 +1,116 @@
+"""Depthwise 'same' convolutions with the taps that can never reach the image cropped away.
+
+On a small map a large or dilated kernel mostly reads padding: at the coarsest trellis level
+of a 64×64 crop (2×2 pixels) a 5×5 dilation-2 tap at offset ±2 or ±4 only ever meets zeros, so
+dil_conv_5x5 there is a per-channel scale. A tap at offset o·d is kept when |o·d| <= size - 1
+(it reaches at least one pixel), in each axis separately; the padding shrinks with it, so the
+output is the same tensor the full kernel gives (the dropped products are exactly 0), and the
+weight gradient of a dropped tap is exactly 0. oneDNN's small-map paths for big kernels are
+slow (a 5×5 dilation-2 depthwise conv on 2×2 pixels costs more than one on 16×16), so the crop
+also avoids them. Tensors are channels-last (B, G, H, W) with weights (G, 1, k, k).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _reach(k: int, dilation: int, size: int) -> int:
+    """Taps kept on each side of the centre along an axis of ``size`` pixels."""
+    return min((k - 1) // 2, (size - 1) // dilation)
+
+
+def cropped(w: Tensor, dilation: int, H: int, W: int):
+    """(kernel, padding (ph, pw), crop (rh, rw) per side or None when nothing is dropped)."""
+    half = (w.shape[-1] - 1) // 2
+    rh, rw = _reach(w.shape[-1], dilation, H), _reach(w.shape[-1], dilation, W)
+    if rh == rw == half:
+        return w, (half * dilation, half * dilation), None
+    return (w[..., half - rh : half + rh + 1, half - rw : half + rw + 1],
+            (rh * dilation, rw * dilation), (half - rh, half - rw))  # fmt: skip
+
+
+# Up to this many pixels per map (4x as many when dilated) the weight gradient is a
+# shifted-window product summed over positions (one strided view of the padded input, one
+# multiply, one sum). oneDNN's depthwise weight gradient has a large fixed cost on small maps
+# and is 3-5x slower still when dilated; on 16x16 and larger maps it wins by far
+# (docs/PERFORMANCE.md).
+WINDOW_WGRAD_MAX_PIXELS = 16
+
+
+def _window_weight_grad(g: Tensor, x: Tensor, kh: int, kw: int, dilation: int, pad) -> Tensor:
+    """Σ over (n, h, w) of x's shifted windows times g: (G, 1, kh, kw). g, x channels-last."""
+    B, G, H, W = x.shape
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad[1], pad[1], pad[0], pad[0]))  # (B, H', W', G)
+    s = xp.stride()
+    win = xp.as_strided((B, H, W, kh, kw, G), (s[0], s[1], s[2], s[1] * dilation,
+                                                 s[2] * dilation, s[3]))  # fmt: skip
+    prod = win.reshape(B * H * W, kh * kw, G) * g.permute(0, 2, 3, 1).reshape(B * H * W, 1, G)
+    return prod.sum(0).t().reshape(G, 1, kh, kw)
+
+
+def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
+    """dL/dw (G, 1, k, k) of a full k×k 'same' depthwise conv for dL/d out = g; g, x channels-last."""
+    G, H, W = x.shape[1], x.shape[2], x.shape[3]
+    half = (k - 1) // 2
+    rh, rw = _reach(k, dilation, H), _reach(k, dilation, W)
+    kh, kw, pad = 2 * rh + 1, 2 * rw + 1, (rh * dilation, rw * dilation)
+    if kh == kw == 1:
+        gw = (g * x).sum((0, 2, 3)).view(G, 1, 1, 1)
+    elif H * W <= WINDOW_WGRAD_MAX_PIXELS or (
+        dilation > 1 and H * W <= 4 * WINDOW_WGRAD_MAX_PIXELS
+    ):
+        gw = _window_weight_grad(g, x, kh, kw, dilation, pad)
+    else:
+        shape = torch.Size((G, 1, kh, kw))
+        gw = torch.ops.aten.convolution_backward(
+            g, x, x.new_empty(1).expand(shape), None, (1, 1), pad, (dilation, dilation), False,
+            (0, 0), G, (False, True, False),
+        )[1]  # fmt: skip
+    if (rh, rw) != (half, half):
+        gw = F.pad(gw, (half - rw, half - rw, half - rh, half - rh))
+    return gw
+
+
+def dw_forward(x: Tensor, w: Tensor, dilation: int) -> Tensor:
+    """Depthwise 'same' conv of every channel of x: (B, G, H, W) channels-last → like x."""
+    wc, pad, _ = cropped(w, dilation, x.shape[2], x.shape[3])
+    if wc.shape[-2:] == (1, 1):  # only the centre tap reaches the image: a per-channel scale
+        return x * wc.view(1, -1, 1, 1)
+    return F.conv2d(x, wc, None, 1, pad, dilation, x.shape[1])
+
+
+def dw_grads(g: Tensor, x: Tensor, w: Tensor, dilation: int, need_input: bool,
+             need_weight: bool) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
+    """(dL/dx, dL/dw) of dw_forward for the upstream gradient g (like x), None when not needed.
+
+    The input gradient of a stride-1 'same' conv is the conv with the kernel flipped; undilated,
+    oneDNN gives both gradients in one call (its fast path)."""
+    G = x.shape[1]
+    wc, pad, crop = cropped(w, dilation, x.shape[2], x.shape[3])
+    gi = gw = None
+    if wc.shape[-2:] == (1, 1):
+        gi = g * wc.view(1, -1, 1, 1) if need_input else None
+        if need_weight:
+            gw = (g * x).sum((0, 2, 3)).view(G, 1, 1, 1)
+    elif need_weight and x.shape[2] * x.shape[3] <= WINDOW_WGRAD_MAX_PIXELS:
+        gw = _window_weight_grad(g, x, wc.shape[-2], wc.shape[-1], dilation, pad)
+        if need_input:
+            gi = F.conv2d(g, wc.flip((-2, -1)), None, 1, pad, dilation, G)
+    elif need_input and need_weight and dilation == 1:
+        gi, gw, _ = torch.ops.aten.convolution_backward(
+            g, x, wc, None, (1, 1), pad, (1, 1), False, (0, 0), G, (True, True, False)
+        )
+    else:
+        if need_input:
+            gi = F.conv2d(g, wc.flip((-2, -1)), None, 1, pad, dilation, G)
+        if need_weight:
+            gw = torch.ops.aten.convolution_backward(
+                g, x, wc, None, (1, 1), pad, (dilation, dilation), False, (0, 0), G,
+                (False, True, False),
+            )[1]  # fmt: skip
+    if gw is not None and crop is not None:
+        gw = F.pad(gw, (crop[1], crop[1], crop[0], crop[0]))
+    return gi, gw
