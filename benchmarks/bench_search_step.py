@@ -32,8 +32,8 @@ import torch
 from fastadl import SuperNet
 from fastadl.engine.architect import Architect
 from fastadl.engine.precision import Precision
-from fastadl.engine.steps import weight_step
 from fastadl.engine.searcher import frozen
+from fastadl.engine.steps import weight_step
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     times = interleaved(its, a.reps)
     print(f"setting: {s}, device {DEVICE}, threads {torch.get_num_threads()}, reps {a.reps}")
     ref = statistics.median(times["reference"]) if "reference" in times else None
-    print(f"{'variant':<16} {'s/iter':>8} {'first':>8} {'vs ref':>8} {'peak MB':>9} {'compile s':>9}")
+    print(
+        f"{'variant':<16} {'s/iter':>8} {'first':>8} {'vs ref':>8} {'peak MB':>9} {'compile s':>9}"
+    )
     for name, (backend, rec, comp) in variants.items():
         med = statistics.median(times[name])
         mem = "" if a.no_memory else peak_memory(s, backend, rec, comp)
