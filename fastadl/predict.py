@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports only once arguments are known (keeps --help fast).
     from fastadl.engine.checkpoint import CheckpointError
     from fastadl.engine.config import ConfigError
+    from fastadl.engine.distributed import resolve_device
     from fastadl.engine.inference import model_from_checkpoint
     from fastadl.engine.predictor import predict_files
-    from fastadl.engine.searcher import resolve_device
     from fastadl.genotype import GenotypeError
 
     try:

@@ -67,9 +67,14 @@ def test_train_end_to_end_writes_the_run_files(tmp_path, capsys):
     assert state["step"] == 4 and state["epoch"] == 1
     assert state["class_names"][0] == "background" and len(state["palette"]) == 6
     assert "val mIoU" in capsys.readouterr().out
-    # a second run into the same directory is refused rather than mixing two runs
-    assert main([*SMALL, "--epochs", "1", "--out", str(run)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    # the same command again continues the (finished) run; another config is refused
+    assert main([*SMALL, "--epochs", "1", "--out", str(run)]) == 0
+    assert "continuing it" in capsys.readouterr().err
+    assert load_checkpoint(run)["step"] == 4
+    assert [r["step"] for r in read(run / "metrics.jsonl") if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert main([*SMALL, "--epochs", "2", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run with another config (epochs: 1 → 2)" in err
 
 
 def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path):
