@@ -20,7 +20,6 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,36 +104,58 @@ class LoopCLI:
     """What differs between the search's and the training's command line."""
 
     prog: str  # "python -m fastadl.search"
-    description: str
-    kind: str  # "search" | "train": the default run directory is runs/<kind>-<date>-<time>
-    config_cls: type
-    presets: dict
-    default_preset: str
-    preset_help: str
+    description: str  # the command module's docstring
+    config: Any  # the config module: CONFIG (the dataclass), PRESETS, PRESET_NOTES, DEFAULT_PRESET
     run: str  # "module:function" called as run(cfg, run_dir, resume=..., progress=...)
-    summary: Callable[[Any, Path], str]  # the last line printed, from the run's result
+    product: str  # what the last line points at, inside the run directory
+
+    @classmethod
+    def of(cls, doc: str, config: Any, run: str, product: str) -> LoopCLI:
+        """From the command module's docstring, which starts with ``python -m fastadl.X``."""
+        prog = re.match(r"``(.+?)``", doc.strip()).group(1)
+        return cls(prog, doc.strip().replace("``", ""), config, run, product)
+
+    @property
+    def name(self) -> str:  # "search" | "train": names the run and its default directory
+        return self.prog.rsplit(".", 1)[-1]
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """The command's ``main(argv) -> exit status``."""
+        return run_loop_cli(self, argv)
 
 
 def _chosen_preset(spec: LoopCLI, argv: list[str]) -> str:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset")
     name = pre.parse_known_args(argv)[0].preset
-    return name if name in spec.presets else spec.default_preset
+    return name if name in spec.config.PRESETS else spec.config.DEFAULT_PRESET
 
 
 def build_parser(spec: LoopCLI, argv: list[str] | None = None) -> argparse.ArgumentParser:
     argv = sys.argv[1:] if argv is None else argv
     usage = "%(prog)s [--preset NAME] [--out RUN_DIR | --resume RUN_DIR] [config flags ...]"
-    p = OneLineParser(prog=spec.prog, description=spec.description, usage=usage)
+    epilog = (
+        "exit status: 0 done, 2 bad input, 3 NaN/inf loss (the last checkpoint is intact), "
+        "4 stopped by SIGTERM/SIGINT after a checkpoint (resume with --resume RUN_DIR), "
+        "130 a second Ctrl-C (stopped at once)"
+    )
+    p = OneLineParser(
+        prog=spec.prog,
+        description=spec.description,
+        usage=usage,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    notes = "; ".join(f"{k}: {v}" for k, v in spec.config.PRESET_NOTES.items())
     p.add_argument(
         "--preset",
-        choices=sorted(spec.presets),
-        help=f"{spec.preset_help} (default: {spec.default_preset})",
+        choices=sorted(spec.config.PRESETS),
+        help=f"{notes} (default: {spec.config.DEFAULT_PRESET})",
     )
     p.add_argument(
         "--out",
         metavar="RUN_DIR",
-        help=f"run directory (default: runs/{spec.kind}-<date>-<time>; required under torchrun); "
+        help=f"run directory (default: runs/{spec.name}-<date>-<time>; required under torchrun); "
         "one holding a run of the same config is continued",
     )
     p.add_argument(
@@ -145,7 +166,7 @@ def build_parser(spec: LoopCLI, argv: list[str] | None = None) -> argparse.Argum
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     preset = _chosen_preset(spec, argv)
-    add_config_flags(p, spec.config_cls, spec.presets[preset], f"preset {preset}")
+    add_config_flags(p, spec.config.CONFIG, spec.config.PRESETS[preset], f"preset {preset}")
     return p
 
 
@@ -160,7 +181,7 @@ def open_run(spec: LoopCLI, args: argparse.Namespace, overrides: dict) -> tuple[
 
     def saved_config(run_dir: Path):
         source = str(run_dir / "config.json")
-        return spec.config_cls.from_dict(read_config_dict(run_dir), source=source)
+        return spec.config.CONFIG.from_dict(read_config_dict(run_dir), source=source)
 
     if args.resume:
         if args.out or args.preset:
@@ -169,14 +190,14 @@ def open_run(spec: LoopCLI, args: argparse.Namespace, overrides: dict) -> tuple[
                               "and its saved config; other flags override that config)")  # fmt: skip
         run_dir = Path(args.resume)
         return apply_overrides(saved_config(run_dir), overrides), run_dir, True
-    cfg = resolve_preset(spec.presets, args.preset or spec.default_preset, overrides)
+    cfg = resolve_preset(spec.config.PRESETS, args.preset or spec.config.DEFAULT_PRESET, overrides)
     if args.out is None:
         if under_torchrun():
             raise ConfigError(
                 "--out is required under torchrun (every process and every restart must use "
                 "the same run directory)"
             )
-        return cfg, Path(f"runs/{spec.kind}-{time.strftime('%Y%m%d-%H%M%S')}"), False
+        return cfg, Path(f"runs/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"), False
     run_dir = Path(args.out)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a run directory")
@@ -201,7 +222,7 @@ def run_loop_cli(spec: LoopCLI, argv: list[str] | None = None) -> int:
         args = build_parser(spec, argv).parse_args(argv)
     except SystemExit as e:  # --help, or a bad flag (already reported on one line)
         return int(e.code or 0)
-    overrides = overrides_from(args, spec.config_cls)
+    overrides = overrides_from(args, spec.config.CONFIG)
 
     # Heavy imports only once arguments are known (keeps --help fast).
     from fastadl.engine.preemption import Preempted
@@ -231,5 +252,9 @@ def run_loop_cli(spec: LoopCLI, argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, OSError) as e:
         return fail(user_message(e))
     if _is_rank0():
-        print(spec.summary(result, run_dir))
+        miou = f"{result.val_miou[-1]:.4f}" if result.val_miou else "n/a"
+        print(
+            f"{spec.name} stopped at step {result.step} (epoch {result.epoch}); val mIoU {miou}; "
+            f"{spec.product}: {run_dir / spec.product}"
+        )
     return 0

@@ -7,20 +7,20 @@ schedule basics, run control) and their help texts are ``config_base.LoopConfig`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
 
 from fastadl.engine.config_base import (
+    TINY_DATA,
     ConfigError,
     LoopConfig,
-    apply_overrides,
     option,
     resolve_preset,
 )
 
 BACKENDS = ("auto", "reference", "fused", "triton")
 
-__all__ = ["BACKENDS", "PRESETS", "ConfigError", "SearchConfig", "resolve", "resolve_from"]
+__all__ = ["BACKENDS", "PRESETS", "ConfigError", "SearchConfig", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,7 @@ PRESETS: dict[str, SearchConfig] = {
     "paper": SearchConfig(data="cityscapes"),
     # A few CPU minutes on the synthetic scenes: a shallower, thinner trellis, same method.
     "tiny": SearchConfig(
-        data="synthetic",
-        crop_size=64,
-        scale_min=0.75,
-        scale_max=1.25,
-        num_images=400,
-        image_size=64,
-        val_images=100,
+        **TINY_DATA,
         layers=4,
         filter_multiplier=4,
         block_multiplier=3,
@@ -69,19 +63,16 @@ PRESETS: dict[str, SearchConfig] = {
         arch_start_epoch=2,
         batch_size=8,
         w_lr=0.05,
-        # One loader process and one compute thread: on a 2-core machine that also runs other
-        # work, OpenMP threads waiting on each other make a step several times slower.
-        workers=1,
-        threads=1,
     ),
 }
 
+# What --help says of each preset, and the one used without --preset.
+PRESET_NOTES = {
+    "tiny": "a few CPU minutes on the synthetic scenes",
+    "paper": "the paper's Cityscapes setting (3 P100-days)",
+}
+DEFAULT_PRESET = "tiny"
+CONFIG = SearchConfig
 
-def resolve(preset: str, overrides: dict[str, Any]) -> SearchConfig:
-    """The preset with ``overrides`` (field → value, None = keep) applied and validated."""
-    return resolve_preset(PRESETS, preset, overrides)
-
-
-def resolve_from(base: SearchConfig, overrides: dict[str, Any]) -> SearchConfig:
-    """``base`` with ``overrides`` applied (e.g. a saved config and more epochs on resume)."""
-    return apply_overrides(base, overrides)
+# The preset with overrides (field → value, None = keep) applied and validated.
+resolve = functools.partial(resolve_preset, PRESETS)

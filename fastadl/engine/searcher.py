@@ -24,7 +24,7 @@ from fastadl.engine import distributed as dist
 from fastadl.engine.architect import Architect
 from fastadl.engine.checkpoint import load_module_state
 from fastadl.engine.config import SearchConfig
-from fastadl.engine.evaluation import evaluate_miou
+from fastadl.engine.evaluation import validation_scores
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.loop import LoopResult, run_loop
 from fastadl.engine.precision import Precision
@@ -164,15 +164,8 @@ class Search:
         return {**fields, "images": xa.shape[0]}
 
     def validate(self, epoch: int) -> dict:
-        cfg = self.cfg
-        miou, acc = evaluate_miou(
-            self.model,
-            self.val_set,
-            cfg.val_batch_size or cfg.batch_size,
-            cfg.workers,
-            self.device,
-            self.precision,
-            limit=cfg.val_images,
+        miou, acc = validation_scores(
+            self.model, self.val_set, self.cfg, self.device, self.precision
         )
         self.genotype = self.model.genotype()
         return {"val_miou": miou, "val_pixel_acc": acc, "genotype": self.genotype.to_dict()}

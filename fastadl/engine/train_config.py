@@ -10,13 +10,13 @@ Kept free of torch imports so ``python -m fastadl.train --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
-from typing import Any
 
 from fastadl.engine.config_base import (
+    TINY_DATA,
     ConfigError,
     LoopConfig,
-    apply_overrides,
     option,
     redefault,
     resolve_preset,
@@ -72,36 +72,27 @@ PRESETS: dict[str, TrainConfig] = {
     "ade20k": dataclasses.replace(_PAPER, data="ade20k", crop_size=513, epochs=600),
     # A few CPU minutes on the synthetic scenes: the tiny network, the paper's optimiser.
     "tiny": TrainConfig(
+        **TINY_DATA,
         # The paper's cell on the first 4 levels of its path: the full 12-cell chain trained
         # from scratch for 800 steps stays near the all-background plateau (mIoU 0.22).
         genotype="paper:4",
         model="tiny",
-        data="synthetic",
-        crop_size=64,
-        scale_min=0.75,
-        scale_max=1.25,
-        image_size=64,
-        num_images=400,
-        val_images=100,
         epochs=40,
         batch_size=8,
         lr=0.05,
         weight_decay=1e-4,
-        # One loader process: the crop transform runs single-threaded there, which on a busy
-        # 2-core machine is ~50x faster than fighting the training step's threads for the cores.
-        workers=1,
-        # One compute thread: on a shared 2-core machine, OpenMP threads that wait on each other
-        # make a step ~7x slower than one thread; an idle machine loses at most 2x.
-        threads=1,
     ),
 }
 
+# What --help says of each preset, and the one used without --preset.
+PRESET_NOTES = {
+    "tiny": "the tiny network on paper:4, a few CPU minutes on the synthetic scenes",
+    "cityscapes": "the paper's retraining on Cityscapes (model L, 769 crops)",
+    "voc": "the paper's retraining on PASCAL VOC 2012 (513 crops)",
+    "ade20k": "the paper's retraining on ADE20K (513 crops)",
+}
+DEFAULT_PRESET = "tiny"
+CONFIG = TrainConfig
 
-def resolve(preset: str, overrides: dict[str, Any]) -> TrainConfig:
-    """The preset with ``overrides`` (field → value, None = keep) applied and validated."""
-    return resolve_preset(PRESETS, preset, overrides)
-
-
-def resolve_from(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """``base`` with ``overrides`` applied (e.g. a saved config and more epochs on resume)."""
-    return apply_overrides(base, overrides)
+# The preset with overrides (field → value, None = keep) applied and validated.
+resolve = functools.partial(resolve_preset, PRESETS)

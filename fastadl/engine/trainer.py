@@ -19,7 +19,7 @@ from torch import nn
 
 from fastadl.engine import distributed as dist
 from fastadl.engine.checkpoint import load_module_state
-from fastadl.engine.evaluation import evaluate_miou
+from fastadl.engine.evaluation import validation_scores
 from fastadl.engine.inference import build_model, load_genotype
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.loop import LoopResult, load_latest, run_loop
@@ -100,15 +100,7 @@ class Training:
         cfg = self.cfg
         if epoch % cfg.val_every and epoch != cfg.epochs:
             return None
-        miou, acc = evaluate_miou(
-            self.model,
-            self.val_set,
-            cfg.val_batch_size or cfg.batch_size,
-            cfg.workers,
-            self.device,
-            self.precision,
-            limit=cfg.val_images,
-        )
+        miou, acc = validation_scores(self.model, self.val_set, cfg, self.device, self.precision)
         return {"val_miou": miou, "val_pixel_acc": acc}
 
     def report(self, epoch: int, record: dict, metrics_path: Path) -> str:
