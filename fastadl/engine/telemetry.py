@@ -97,12 +97,12 @@ class Telemetry:
         self,
         monitor: GpuMonitor | None,
         path: Path | None,
-        interval_s: float = SAMPLE_SECONDS,
+        interval_s: float | None = None,
         clock=time.monotonic,
     ) -> None:
         self.monitor = monitor
         self.log = MetricsLog(path) if (monitor is not None and path is not None) else None
-        self.interval_s = interval_s
+        self.interval_s = SAMPLE_SECONDS if interval_s is None else interval_s
         self.clock = clock
         self._last: float | None = None
         self._latest: dict[str, float] | None = None
