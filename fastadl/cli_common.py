@@ -44,6 +44,14 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER, f"error: {message} (see {self.prog} --help)\n")
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """``parser.parse_args(argv)``, or the exit status of --help / a bad flag (an int)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag (already reported on one line)
+        return int(e.code or 0)
+
+
 def user_message(e: BaseException) -> str:
     """The one line to show for a user error. An error raised in a DataLoader worker arrives
     with the worker's traceback in its text: its last line is the original message."""
@@ -218,10 +226,9 @@ def open_run(spec: LoopCLI, args: argparse.Namespace, overrides: dict) -> tuple[
 
 def run_loop_cli(spec: LoopCLI, argv: list[str] | None = None) -> int:
     """The whole ``main`` of a loop's command line; returns the exit status."""
-    try:
-        args = build_parser(spec, argv).parse_args(argv)
-    except SystemExit as e:  # --help, or a bad flag (already reported on one line)
-        return int(e.code or 0)
+    args = parse(build_parser(spec, argv), argv)
+    if isinstance(args, int):
+        return args
     overrides = overrides_from(args, spec.config.CONFIG)
 
     # Heavy imports only once arguments are known (keeps --help fast).

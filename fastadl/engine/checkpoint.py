@@ -218,7 +218,12 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, non-plain globals, ...
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from None
+        # torch's message runs to a paragraph (weights_only advice): its first line says what
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: not a (complete) fastadl checkpoint "
+            f"({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state
@@ -271,5 +276,5 @@ def load_module_state(module: torch.nn.Module, weights: Any, source: str) -> Non
         lines = str(e).strip().splitlines()
         detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__).strip()
         raise CheckpointError(
-            f"{source}: the saved weights do not fit this network ({detail[:200]})"
+            f"the saved {source} weights do not fit this network ({detail[:200]})"
         ) from None

@@ -32,7 +32,7 @@ def paper_prefix(layers: int) -> Genotype:
     """
     n = len(PAPER_GENOTYPE.path)
     if not 3 <= layers <= n:
-        raise GenotypeError(f"paper:N needs 3 <= N <= {n} layers, got {layers}")
+        raise GenotypeError(f"genotype paper:{layers}: paper:N needs 3 <= N <= {n} layers")
     return Genotype(cell=PAPER_GENOTYPE.cell, path=PAPER_GENOTYPE.path[:layers], layers=layers)
 
 
@@ -93,7 +93,10 @@ def model_from_checkpoint(path: str | os.PathLike, device: torch.device) -> Load
     genotype = Genotype.from_dict(state["genotype"], source=f"{path} (genotype)")
     names = list(state["class_names"])
     model = build_model(cfg, genotype, len(names))
-    load_module_state(model, state["model"], str(path))
+    try:
+        load_module_state(model, state["model"], "model")
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     model.to(device).eval()
     if path.is_dir():
         run_dir = path.parent if path.name == "checkpoints" else path

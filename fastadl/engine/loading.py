@@ -16,7 +16,7 @@ from torch.utils.data.distributed import DistributedSampler
 from fastadl.data import build_dataset
 from fastadl.data.transforms import pad_collate
 from fastadl.engine.distributed import rank, world_size
-from fastadl.engine.preemption import ignore_stop_signals
+from fastadl.engine.preemption import detach_from_stop_signals
 
 
 class SeededItems(Dataset):
@@ -83,7 +83,7 @@ def epoch_loader(
         batch_sampler=sampler,
         num_workers=workers,
         pin_memory=pin,
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=detach_from_stop_signals,
     )
 
 
@@ -98,7 +98,7 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, limit: int = 0)
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=pad_collate,
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=detach_from_stop_signals,
     )
 
 

@@ -136,8 +136,8 @@ def run_loop(
             epoch, position, step = state["epoch"], state["position"], state["step"]
             val_history = list(state["val_miou"])
             set_rng_state(state["rng"])
-        except CheckpointError:
-            raise
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
         except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
             raise CheckpointError(
                 f"{path} does not fit this run's network or optimizer "

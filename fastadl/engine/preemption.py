@@ -8,6 +8,7 @@ the same step, and rank 0's checkpoint holds a state every rank reached.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -29,14 +30,17 @@ class Preempted(Exception):
         self.checkpoint = checkpoint
 
 
-def ignore_stop_signals(_worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: loader processes leave SIGINT/SIGTERM to the main process.
+def detach_from_stop_signals(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: move the loader process into a process group of its own.
 
-    A terminal's Ctrl-C and many schedulers signal the whole process group; a worker that died of
-    it would make the main process fail on its next batch instead of finishing its step.
+    A terminal's Ctrl-C and many schedulers signal the whole process group; a worker that died
+    of it would make the main process fail on its next batch instead of finishing its step.
+    Detached, a worker still ends the normal ways: the main process stops it (its own
+    SIGTERM), or it sees the main process gone (PyTorch's worker watchdog). Ignoring the
+    signals instead would hang the main process's exit, which terminates workers by SIGTERM.
     """
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+    if hasattr(os, "setpgid"):  # POSIX; elsewhere there are no process-group signals to dodge
+        os.setpgid(0, 0)
 
 
 class PreemptionGuard:

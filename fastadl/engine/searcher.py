@@ -185,7 +185,7 @@ class Search:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        load_module_state(self.model, state["model"], f"{self.run_dir} checkpoint")
+        load_module_state(self.model, state["model"], "model")
         self.w_opt.load_state_dict(state["w_opt"])
         self.w_scaler.load_state_dict(state["w_scaler"])
         self.architect.load_state_dict(state["architect"])

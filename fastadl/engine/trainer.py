@@ -28,7 +28,7 @@ from fastadl.engine.plots import plot_curves
 from fastadl.engine.precision import Precision
 from fastadl.engine.steps import weight_step
 from fastadl.engine.train_config import TrainConfig
-from fastadl.genotype import Genotype
+from fastadl.genotype import Genotype, GenotypeError
 
 
 def poly_lr(step: int, total: int, base_lr: float, power: float = 0.9) -> float:
@@ -119,7 +119,7 @@ class Training:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        load_module_state(self.model, state["model"], f"{self.run_dir} checkpoint")
+        load_module_state(self.model, state["model"], "model")
         self.opt.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
 
@@ -143,7 +143,11 @@ def run_train(
         genotype = Genotype.from_dict(state.get("genotype"), source=f"{path} (genotype)")
     else:
         genotype = load_genotype(cfg.genotype)
-    task = Training(cfg, run_dir, device, genotype)
+    try:
+        task = Training(cfg, run_dir, device, genotype)
+    except GenotypeError as e:  # e.g. a path too short for the decoder: name where it came from
+        source = f"{path} (genotype)" if loaded is not None else f"genotype {cfg.genotype}"
+        raise GenotypeError(f"{source}: {e}") from None
     if dist.is_main_process() and loaded is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         genotype.save(run_dir / "genotype.json")
