@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from small_runs import SMALL_TRAIN
 
 from fastadl import search, train
 from fastadl.cli_common import build_parser
@@ -24,12 +25,7 @@ from fastadl.engine.metrics_log import read
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# The tiny network on 16 synthetic 32×32 images: 4 steps of 4 an epoch, a few seconds a run.
-SMALL = [
-    "--num-images", "16", "--image-size", "32", "--crop-size", "32", "--batch-size", "4",
-    "--val-images", "2", "--val-batch-size", "2", "--workers", "0", "--threads", "0",
-    "--device", "cpu", "--no-progress",
-]  # fmt: skip
+SMALL = [*SMALL_TRAIN, "--no-progress"]
 
 
 def _signal_at_weight_step(monkeypatch, at: int, *signals: int) -> None:

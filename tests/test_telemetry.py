@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from small_runs import SMALL_TRAIN
 
 from fastadl import train
 from fastadl.engine import telemetry
@@ -16,11 +17,7 @@ from fastadl.engine.telemetry import GpuMonitor, Telemetry, gpu_monitor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = [
-    "--num-images", "16", "--image-size", "32", "--crop-size", "32", "--batch-size", "4",
-    "--val-images", "2", "--val-batch-size", "2", "--workers", "0", "--threads", "0",
-    "--device", "cpu", "--epochs", "1",
-]  # fmt: skip
+SMALL = [*SMALL_TRAIN, "--epochs", "1"]
 
 
 class FakeNVML:

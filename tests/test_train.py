@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_runs import SMALL_TRAIN
 
 from fastadl.engine.checkpoint import latest_checkpoint, load_checkpoint
 from fastadl.engine.inference import build_model, load_genotype
@@ -23,13 +24,8 @@ from fastadl.train import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# A few seconds per run: 16 synthetic 32×32 images, 4 steps of 4 per epoch, the tiny network.
-# threads=0 leaves this process's torch thread count alone (the preset would set it to 1).
-SMALL = [
-    "--num-images", "16", "--image-size", "32", "--crop-size", "32", "--batch-size", "4",
-    "--val-images", "2", "--val-batch-size", "2", "--workers", "0", "--threads", "0",
-    "--device", "cpu", "--no-progress",
-]  # fmt: skip
+# A few seconds per run (small_runs.py).
+SMALL = [*SMALL_TRAIN, "--no-progress"]
 SMALL_CFG = {
     "num_images": 16,
     "image_size": 32,
