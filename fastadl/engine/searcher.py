@@ -24,6 +24,7 @@ from fastadl.engine import distributed as dist
 from fastadl.engine.architect import Architect
 from fastadl.engine.checkpoint import load_module_state
 from fastadl.engine.config import SearchConfig
+from fastadl.engine.distributed import resolve_device  # noqa: F401  (its old home)
 from fastadl.engine.evaluation import validation_scores
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.loop import LoopResult, run_loop
