@@ -65,6 +65,17 @@ class LoopTask(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def state_dicts(**parts) -> dict[str, Any]:
+    """``{name: part.state_dict()}`` for a task's stateful parts (optimizers, scalers, ...)."""
+    return {name: part.state_dict() for name, part in parts.items()}
+
+
+def load_state_dicts(state: dict[str, Any], **parts) -> None:
+    """``part.load_state_dict(state[name])`` for each part (the inverse of ``state_dicts``)."""
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+
+
 @dataclass
 class LoopResult:
     run_dir: Path

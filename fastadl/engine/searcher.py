@@ -27,7 +27,7 @@ from fastadl.engine.config import SearchConfig
 from fastadl.engine.distributed import resolve_device  # noqa: F401  (its old home)
 from fastadl.engine.evaluation import validation_scores
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
-from fastadl.engine.loop import LoopResult, run_loop
+from fastadl.engine.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.engine.precision import Precision
 from fastadl.engine.steps import weight_step
 from fastadl.nn import SuperNet
@@ -176,20 +176,16 @@ class Search:
         save_plots(self.run_dir, self.model, self.genotype.path, metrics_path)
         return f"path {list(self.genotype.path)}"
 
+    def optimizer_states(self) -> dict:
+        return {"w_opt": self.w_opt, "w_scaler": self.w_scaler, "architect": self.architect}
+
     def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "w_opt": self.w_opt.state_dict(),
-            "w_scaler": self.w_scaler.state_dict(),
-            "architect": self.architect.state_dict(),
-            "split": self.split,
-        }
+        model = self.model.state_dict()
+        return {"model": model, **state_dicts(**self.optimizer_states()), "split": self.split}
 
     def load_state_dict(self, state: dict) -> None:
         load_module_state(self.model, state["model"], "model")
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.w_scaler.load_state_dict(state["w_scaler"])
-        self.architect.load_state_dict(state["architect"])
+        load_state_dicts(state, **self.optimizer_states())
 
 
 def run_search(

@@ -22,7 +22,7 @@ from fastadl.engine.checkpoint import load_module_state
 from fastadl.engine.evaluation import validation_scores
 from fastadl.engine.inference import build_model, load_genotype
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
-from fastadl.engine.loop import LoopResult, load_latest, run_loop
+from fastadl.engine.loop import LoopResult, load_latest, load_state_dicts, run_loop, state_dicts
 from fastadl.engine.metrics_log import read
 from fastadl.engine.plots import plot_curves
 from fastadl.engine.precision import Precision
@@ -109,19 +109,14 @@ class Training:
         return f"pixel acc {record['val_pixel_acc']:.4f}"
 
     def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "genotype": self.genotype.to_dict(),
-            "class_names": self.class_names,
-            "palette": self.palette,
-        }
+        # class names and palette: evaluate/predict rebuild the network from this file alone
+        extra = {"genotype": self.genotype.to_dict(), "class_names": self.class_names}
+        optimizers = state_dicts(optimizer=self.opt, scaler=self.scaler)
+        return {"model": self.model.state_dict(), **optimizers, **extra, "palette": self.palette}
 
     def load_state_dict(self, state: dict) -> None:
         load_module_state(self.model, state["model"], "model")
-        self.opt.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_state_dicts(state, optimizer=self.opt, scaler=self.scaler)
 
 
 def run_train(
