@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastadl.cli_common import USER_ERRORS, fail
+from fastadl.cli_common import USER_ERRORS, OneLineParser, fail, parse
 
 MULTI_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"  # inference.DEFAULT_SCALES, kept import-free here
 
@@ -29,7 +29,7 @@ def parse_scales(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m fastadl.evaluate",
         description=(
             "Evaluate a trained network: per-class IoU, mIoU, pixel accuracy. Writes eval.json "
@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     scales = args.scales or (parse_scales(MULTI_SCALES) if args.multi_scale else (1.0,))
     if args.batch_size < 1 or args.workers < 0 or args.limit < 0:
         return fail("--batch-size must be >= 1, --workers and --limit >= 0")

@@ -62,10 +62,8 @@ class Genotype:
         unknown = set(d) - {"cell", "path", "filter_multiplier", "block_multiplier", "layers"}
         if unknown:
             raise GenotypeError(f"{source}: unknown field(s) {sorted(unknown)}")
-        try:
-            cell = [(op, idx) for op, idx in d["cell"]]
-        except (TypeError, ValueError) as e:
-            raise GenotypeError(f"{source}: 'cell' must be a list of [op, input] pairs") from e
+        _check_json_types(d, source)
+        cell = [(op, idx) for op, idx in d["cell"]]
         kwargs = {k: d[k] for k in ("filter_multiplier", "block_multiplier", "layers") if k in d}
         if "layers" not in kwargs and isinstance(d["path"], list):
             kwargs["layers"] = len(d["path"])
@@ -95,11 +93,35 @@ class Genotype:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Genotype:
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
             raise GenotypeError(f"cannot read genotype file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise GenotypeError(f"{path}: not a text (UTF-8 JSON) file") from None
         return cls.from_json(text, source=str(path))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_json_types(d: dict, source: str) -> None:
+    """GenotypeError naming the field whose JSON value has the wrong type (before __post_init__
+    coerces numbers: a JSON 0.5 must not quietly become level 0)."""
+    for name in ("filter_multiplier", "block_multiplier", "layers"):
+        if name in d and not _is_int(d[name]):
+            raise GenotypeError(f"{source}: {name} must be an integer, got {d[name]!r}")
+    if not isinstance(d["cell"], list):
+        raise GenotypeError(f"{source}: 'cell' must be a list of [op, input] pairs")
+    for k, pair in enumerate(d["cell"]):
+        ok = isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+        if not (ok and _is_int(pair[1])):
+            raise GenotypeError(
+                f"{source}: cell[{k}] must be an [op name, input index] pair, got {pair!r}"
+            )
+    if not isinstance(d["path"], list) or not all(_is_int(v) for v in d["path"]):
+        raise GenotypeError(f"{source}: 'path' must be a list of integer levels, got {d['path']!r}")
 
 
 def validate(g: Genotype) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastadl.cli_common import USER_ERRORS, fail
+from fastadl.cli_common import USER_ERRORS, OneLineParser, fail, parse
 from fastadl.evaluate import MULTI_SCALES, parse_scales
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m fastadl.predict",
         description="Write colour-mapped masks and overlays for images.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -43,15 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     scales = args.scales or (parse_scales(MULTI_SCALES) if args.multi_scale else (1.0,))
 
     # Heavy imports only once arguments are known (keeps --help fast).
     from fastadl.engine.checkpoint import CheckpointError
     from fastadl.engine.config import ConfigError
+    from fastadl.engine.distributed import resolve_device
     from fastadl.engine.inference import model_from_checkpoint
     from fastadl.engine.predictor import predict_files
-    from fastadl.engine.searcher import resolve_device
     from fastadl.genotype import GenotypeError
 
     try:

@@ -183,7 +183,7 @@ def test_cli_reports_nan_without_traceback(tmp_path, monkeypatch, capsys):
         (["--batch-size", "0"], "batch_size"),
         (["--accumulate", "3", "--batch-size", "4"], "accumulate"),
         (["--data", "cityscapes", "--data-root", "/does/not/exist"], "/does/not/exist"),
-        (["--data", "mnist"], "unknown dataset"),
+        (["--data", "mnist"], "--data: invalid choice: 'mnist'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, capsys, argv, fragment):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_runs import SMALL_TRAIN
 
 from fastadl.engine.checkpoint import latest_checkpoint, load_checkpoint
 from fastadl.engine.inference import build_model, load_genotype
@@ -23,13 +24,8 @@ from fastadl.train import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# A few seconds per run: 16 synthetic 32×32 images, 4 steps of 4 per epoch, the tiny network.
-# threads=0 leaves this process's torch thread count alone (the preset would set it to 1).
-SMALL = [
-    "--num-images", "16", "--image-size", "32", "--crop-size", "32", "--batch-size", "4",
-    "--val-images", "2", "--val-batch-size", "2", "--workers", "0", "--threads", "0",
-    "--device", "cpu", "--no-progress",
-]  # fmt: skip
+# A few seconds per run (small_runs.py).
+SMALL = [*SMALL_TRAIN, "--no-progress"]
 SMALL_CFG = {
     "num_images": 16,
     "image_size": 32,
@@ -67,9 +63,14 @@ def test_train_end_to_end_writes_the_run_files(tmp_path, capsys):
     assert state["step"] == 4 and state["epoch"] == 1
     assert state["class_names"][0] == "background" and len(state["palette"]) == 6
     assert "val mIoU" in capsys.readouterr().out
-    # a second run into the same directory is refused rather than mixing two runs
-    assert main([*SMALL, "--epochs", "1", "--out", str(run)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    # the same command again continues the (finished) run; another config is refused
+    assert main([*SMALL, "--epochs", "1", "--out", str(run)]) == 0
+    assert "continuing it" in capsys.readouterr().err
+    assert load_checkpoint(run)["step"] == 4
+    assert [r["step"] for r in read(run / "metrics.jsonl") if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert main([*SMALL, "--epochs", "2", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run with another config (epochs: 1 → 2)" in err
 
 
 def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path):

@@ -110,11 +110,21 @@ def make_lut(mapping: dict[int, int]) -> np.ndarray:
     return lut
 
 
+WIDE_IMAGE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode ``path`` to uint8 ``(H, W, 3)`` RGB, or raise DatasetError naming the file."""
     try:
         with Image.open(path) as im:
+            if im.mode in WIDE_IMAGE_MODES:
+                # 16/32-bit or float pixels: converting would clip them to 255 without a word
+                raise DatasetError(
+                    f"image {path} has mode {im.mode}: expected an 8-bit RGB or grayscale image"
+                )
             return np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy warns otherwise
+    except DatasetError:
+        raise
     except FileNotFoundError:
         raise DatasetError(f"missing image file: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

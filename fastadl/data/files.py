@@ -93,4 +93,6 @@ def read_list(path: Path) -> list[str]:
         raise DatasetError(f"missing split list {path}") from None
     except OSError as e:
         raise DatasetError(f"cannot read split list {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"split list {path} is not a UTF-8 text file") from None
     return [line.strip() for line in text.splitlines() if line.strip()]

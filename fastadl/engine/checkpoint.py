@@ -6,15 +6,21 @@ Write order (each step atomic; a crash at any point leaves the previous checkpoi
 3. rewrite ``latest`` (the file name of the new checkpoint) the same way;
 4. prune older checkpoints of the same series.
 
+Before step 1 the free space is checked against the state's size: a full disk stops the run with
+a clear DiskSpaceError, never with half a file (a kill during a write leaves at most a stale
+``.<name>.pt.*.tmp``, which ``remove_stale_temporaries`` deletes when the run starts again).
+
 Checkpoints hold plain values only (tensors, numbers, strings, None, lists, tuples, dicts), so
 they load with ``torch.load(weights_only=True)``: no pickled code runs when a run is resumed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
+import shutil
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -37,6 +43,48 @@ class CheckpointError(FileNotFoundError):
     """A checkpoint (or the run's ``latest`` pointer) is missing, unreadable or not plain data."""
 
 
+class DiskSpaceError(CheckpointError):
+    """Too little free space to write a checkpoint; the previous one is left as it was."""
+
+
+# Room kept free beyond the checkpoint itself (the file system and the other run files need
+# some too): a disk that would be left with less than this is treated as full.
+DISK_MARGIN_BYTES = 64 * 2**20
+
+
+def state_nbytes(value: Any) -> int:
+    """Bytes of the tensors in a (nested) state: what torch.save will write, to within a few KB."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(state_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(state_nbytes(v) for v in value)
+    return 64
+
+
+def check_free_space(directory: Path, needed: int) -> None:
+    """Raise DiskSpaceError naming ``directory`` if writing ``needed`` bytes would fill it."""
+    free = shutil.disk_usage(directory).free
+    if free < needed + DISK_MARGIN_BYTES:
+        previous = latest_checkpoint(directory.parent)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no checkpoint yet"
+        raise DiskSpaceError(
+            f"not enough free space in {directory} for a checkpoint: about "
+            f"{(needed + DISK_MARGIN_BYTES) / 2**20:.0f} MiB needed, {free / 2**20:.0f} MiB free; "
+            f"{kept} (free some space or lower --keep-checkpoints, then resume)"
+        )
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> int:
+    """Delete the temporary files a killed checkpoint write left behind; returns how many."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    stale = list(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename inside ``directory`` durable (a no-op where directories can't be opened)."""
     try:
@@ -49,8 +97,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Call ``write(binary_file)`` on a temp file next to ``target``, then rename it into place."""
+def atomic_write(target: Path, write) -> None:
+    """Call ``write(binary_file)`` on a temp file next to ``target``, fsync, rename it into place
+    (a crash leaves the old file or the new one, never a mix). Disk full → DiskSpaceError."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -58,6 +107,14 @@ def _atomic_write(target: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskSpaceError(
+                f"the disk holding {target.parent} filled up while writing {target.name}; "
+                "the previous checkpoint is intact (free some space, then resume)"
+            ) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -113,10 +170,11 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, name: str, keep: in
     check_plain(state)
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
+    check_free_space(directory, state_nbytes(state))
     target = directory / f"{name}{SUFFIX}"
     # Look torch.save up at call time (not `from torch import save`) so tests can make it fail.
-    _atomic_write(target, lambda f: torch.save(state, f))
-    _atomic_write(directory / LATEST, lambda f: f.write(f"{target.name}\n".encode()))
+    atomic_write(target, lambda f: torch.save(state, f))
+    atomic_write(directory / LATEST, lambda f: f.write(f"{target.name}\n".encode()))
     if keep > 0:
         _prune(directory, target, keep)
     return target
@@ -160,7 +218,12 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, non-plain globals, ...
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from None
+        # torch's message runs to a paragraph (weights_only advice): its first line says what
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: not a (complete) fastadl checkpoint "
+            f"({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state
@@ -202,3 +265,16 @@ def set_rng_state(d: dict) -> None:
         saved = d["cuda"]
         for i in range(min(len(saved), torch.cuda.device_count())):
             torch.cuda.set_rng_state(saved[i].cpu(), i)
+
+
+def load_module_state(module: torch.nn.Module, weights: Any, source: str) -> None:
+    """``module.load_state_dict(weights)`` with a one-line CheckpointError naming ``source``
+    (the checkpoint was written for another network) instead of torch's key listing."""
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError, AttributeError) as e:
+        lines = str(e).strip().splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__).strip()
+        raise CheckpointError(
+            f"the saved {source} weights do not fit this network ({detail[:200]})"
+        ) from None

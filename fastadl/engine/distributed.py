@@ -33,6 +33,33 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """``--device``: "auto" (CUDA when present), "cpu", "cuda", "cuda:N", ... as a torch.device.
+
+    Raises ValueError naming the flag for a string that is no device, or a CUDA device this
+    machine does not have (rather than failing later, deep inside the first forward).
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available here (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
+def under_torchrun() -> bool:
+    """True in a process torchrun (or torch.distributed.run) started."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_distributed(device: str | torch.device) -> torch.device:
     """Join the torchrun process group if WORLD_SIZE > 1 and return this process's device.
 

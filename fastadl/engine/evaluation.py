@@ -40,3 +40,10 @@ def evaluate_miou(model, dataset, batch_size, workers, device, precision, limit=
     """(mIoU, pixel accuracy) of ``model`` on ``dataset``; see confusion_over for arguments."""
     cm = confusion_over(model, dataset, batch_size, workers, device, precision, limit)
     return cm.miou(), cm.pixel_accuracy()
+
+
+def validation_scores(model, dataset, cfg, device, precision) -> tuple[float, float]:
+    """(mIoU, pixel accuracy) of a loop's validation: its config's batch size, workers and
+    image cap (``val_batch_size`` or ``batch_size``, ``workers``, ``val_images``)."""
+    batch = cfg.val_batch_size or cfg.batch_size
+    return evaluate_miou(model, dataset, batch, cfg.workers, device, precision, cfg.val_images)

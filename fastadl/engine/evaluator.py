@@ -15,13 +15,13 @@ from pathlib import Path
 
 from fastadl.data import build_dataset
 from fastadl.engine import distributed as dist
+from fastadl.engine.distributed import resolve_device
 from fastadl.engine.evaluation import confusion_over
 from fastadl.engine.inference import MultiScaleInference, model_from_checkpoint
 from fastadl.engine.metrics import ConfusionMatrix
 from fastadl.engine.plots import plot_confusion
 from fastadl.engine.precision import Precision
 from fastadl.engine.run_dir import write_json_atomic
-from fastadl.engine.searcher import resolve_device
 
 
 @dataclass

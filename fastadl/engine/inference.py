@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastadl.engine.checkpoint import CheckpointError, load_checkpoint
+from fastadl.engine.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from fastadl.engine.train_config import TrainConfig
 from fastadl.genotype import PAPER_GENOTYPE, Genotype, GenotypeError
 from fastadl.nn.autodeeplab import AutoDeepLab
@@ -32,7 +32,7 @@ def paper_prefix(layers: int) -> Genotype:
     """
     n = len(PAPER_GENOTYPE.path)
     if not 3 <= layers <= n:
-        raise GenotypeError(f"paper:N needs 3 <= N <= {n} layers, got {layers}")
+        raise GenotypeError(f"genotype paper:{layers}: paper:N needs 3 <= N <= {n} layers")
     return Genotype(cell=PAPER_GENOTYPE.cell, path=PAPER_GENOTYPE.path[:layers], layers=layers)
 
 
@@ -67,18 +67,6 @@ def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int) -> AutoD
     )
 
 
-def load_weights(model: nn.Module, weights: dict, source: str) -> None:
-    """``model.load_state_dict`` with a one-line error instead of torch's key listing."""
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
-        raise GenotypeError(
-            f"{source}: the saved weights do not fit the network built from its genotype and "
-            f"model preset ({first[:200]})"
-        ) from None
-
-
 @dataclass
 class LoadedModel:
     model: AutoDeepLab
@@ -105,7 +93,10 @@ def model_from_checkpoint(path: str | os.PathLike, device: torch.device) -> Load
     genotype = Genotype.from_dict(state["genotype"], source=f"{path} (genotype)")
     names = list(state["class_names"])
     model = build_model(cfg, genotype, len(names))
-    load_weights(model, state["model"], str(path))
+    try:
+        load_module_state(model, state["model"], "model")
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     model.to(device).eval()
     if path.is_dir():
         run_dir = path.parent if path.name == "checkpoints" else path

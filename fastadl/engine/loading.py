@@ -16,6 +16,7 @@ from torch.utils.data.distributed import DistributedSampler
 from fastadl.data import build_dataset
 from fastadl.data.transforms import pad_collate
 from fastadl.engine.distributed import rank, world_size
+from fastadl.engine.preemption import detach_from_stop_signals
 
 
 class SeededItems(Dataset):
@@ -77,7 +78,13 @@ def epoch_loader(
 ) -> DataLoader:
     """Loader over one epoch of ``items`` from batch ``start`` on."""
     sampler = EpochBatches(len(items), batch_size, items.seed, epoch, start)
-    return DataLoader(items, batch_sampler=sampler, num_workers=workers, pin_memory=pin)
+    return DataLoader(
+        items,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        worker_init_fn=detach_from_stop_signals,
+    )
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, limit: int = 0) -> DataLoader:
@@ -86,7 +93,13 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, limit: int = 0)
     n = len(dataset) if limit <= 0 else min(limit, len(dataset))
     indices = list(range(rank(), n, world_size()))
     subset = torch.utils.data.Subset(dataset, indices)
-    return DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=pad_collate)
+    return DataLoader(
+        subset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=pad_collate,
+        worker_init_fn=detach_from_stop_signals,
+    )
 
 
 def build_datasets(cfg):

@@ -2,8 +2,9 @@
 
 Each line is flushed as written, so a crash loses at most the line in progress; ``read`` skips
 such a torn last line. Non-finite floats are written as ``null`` (strict JSON has no NaN), so any
-JSON reader (jq, pandas) can read the file. On resume the engine calls ``truncate_after`` to drop
-records written after the checkpoint it resumes from, so the log never repeats a step.
+JSON reader (jq, pandas) can read the file. On resume the engine calls ``truncate_to`` with the
+record count its checkpoint saw, dropping what was written after it: the log never repeats a
+step or an epoch.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fastadl.engine.checkpoint import atomic_write
 
 
 def _plain(value: Any) -> Any:
@@ -38,6 +40,7 @@ class MetricsLog:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.records = len(MetricsLog.read(self.path))  # what a checkpoint saves, see truncate_to
 
     def append(self, record: dict) -> None:
         """Write ``record`` as one line and flush it to the OS."""
@@ -46,6 +49,7 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
+        self.records += 1
 
     @staticmethod
     def read(path: str | os.PathLike) -> list[dict]:
@@ -82,19 +86,19 @@ def truncate_after(path: str | os.PathLike, key: str, value: float) -> int:
     Records without ``key`` (or with null there), e.g. a run header, are kept: they are not
     "after" anything. A missing file is left missing and 0 is returned.
     """
-    path = Path(path)
+    records = MetricsLog.read(path)
+    return _rewrite(Path(path), [r for r in records if r.get(key) is None or r[key] <= value])
+
+
+def truncate_to(path: str | os.PathLike, count: int) -> int:
+    """Atomically keep the first ``count`` records of ``path`` (a checkpoint's ``metrics_records``:
+    exact even where a step and an epoch record share a step number); returns how many."""
+    return _rewrite(Path(path), MetricsLog.read(path)[:count])
+
+
+def _rewrite(path: Path, kept: list[dict]) -> int:
     if not path.is_file():
         return 0
-    kept = [r for r in MetricsLog.read(path) if r.get(key) is None or r[key] <= value]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in kept:
-                f.write(json.dumps(r, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return len(kept)

@@ -7,19 +7,16 @@ Layout (shared/ARCHITECTURE.md): config.json, split.json, metrics.jsonl, checkpo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from fastadl.engine.checkpoint import atomic_write
+
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``obj`` as indented JSON at ``path``, atomically (see checkpoint.atomic_write)."""
+    text = json.dumps(obj, indent=2) + "\n"
+    atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def write_run_files(run_dir: Path, cfg) -> None:
