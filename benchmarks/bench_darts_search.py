@@ -1,6 +1,7 @@
 """DARTS' CIFAR-10 search iteration (α step + weight step) per MixedOp backend, side by side.
 
     python benchmarks/bench_darts_search.py [--batch-size 64] [--rounds 2] [--iters 2] [--threads N]
+    python benchmarks/bench_darts_search.py --edges [--batch-size 64] [--reps 10]
     pytest benchmarks/bench_darts_search.py --benchmark-only
 
 The network is examples/darts_search.py at DARTS' search settings: 8 cells, C = 16, batch 64 of
@@ -9,7 +10,9 @@ another. The script runs each backend in a fresh process (so that process's peak
 backend's: peak RSS on CPU, torch.cuda.max_memory_allocated on CUDA), ``--rounds`` times in
 rotating order so a drifting machine affects every backend alike; each process runs one untimed
 warm-up iteration, then ``--iters`` timed ones. It prints the median seconds per iteration, the
-speed-up against `reference` and the peak memory. ``fused+recompute`` is the fused backend with
+speed-up against `reference` and the peak memory. ``--edges`` instead times one edge's forward
++ backward, normal (stride 1) and reduction (stride 2), at the network's three resolutions,
+`reference` and `fused` interleaved in one process. ``fused+recompute`` is the fused backend with
 recompute=True. The pytest cases time the same iteration in-process (batch 16 on CPU, so the
 suite stays short; 64 on CUDA). Recorded figures: docs/PERFORMANCE.md.
 """
@@ -27,6 +30,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_mixed_op import interleaved_medians
+
+from fastadl import MixedOp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from darts_search import (  # noqa: E402
@@ -60,6 +66,45 @@ def make_iteration(variant: str, batch_size: int, device: str = DEVICE, **net_kw
         sync()
 
     return iteration
+
+
+EDGES = {  # label → (channels C, input side, stride) of the network's edges at DARTS' settings
+    "normal C16 32x32": (16, 32, 1),
+    "reduce C32 32->16": (32, 32, 2),
+    "normal C32 16x16": (32, 16, 1),
+    "reduce C64 16->8": (64, 16, 2),
+    "normal C64 8x8": (64, 8, 1),
+}
+
+
+def edge_step(C: int, side: int, stride: int, batch: int, backend: str):
+    """A closure running one edge's forward + backward (DARTS' mixing weights: softmax(1e-3 z))."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    op = MixedOp(C, stride, backend=backend).to(DEVICE).train()
+    x = torch.randn(batch, C, side, side, generator=gen).to(DEVICE).requires_grad_()
+    alpha = (1e-3 * torch.randn(8, generator=gen)).to(DEVICE).requires_grad_()
+    out = -(-side // stride)
+    g = torch.randn(batch, C, out, out, generator=gen).to(DEVICE)
+
+    def step() -> None:
+        op.zero_grad(set_to_none=True)
+        x.grad = alpha.grad = None
+        op(x, alpha.softmax(-1)).backward(g)
+
+    return step
+
+
+def edges_main(batch: int, reps: int) -> None:
+    """Median ms per edge forward + backward, reference and fused taking turns."""
+    print(f"{'edge':<20}{'reference':>12}{'fused':>12}   speed-up")
+    for label, (C, side, stride) in EDGES.items():
+        steps = {b: edge_step(C, side, stride, batch, b) for b in ("reference", "fused")}
+        med = interleaved_medians(steps, reps)
+        ratio = med["reference"] / med["fused"]
+        print(
+            f"{label:<20}{med['reference'] * 1e3:10.2f}ms{med['fused'] * 1e3:10.2f}ms   {ratio:.2f}x"
+        )
 
 
 def peak_memory_mb() -> float:
@@ -102,12 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", default=None,
         help="comma-separated, of " + ", ".join(VARIANTS) + " (default: all that run here)",
     )  # fmt: skip
+    parser.add_argument("--edges", action="store_true", help="time single edges instead")
+    parser.add_argument("--reps", type=int, default=10, help="--edges: repetitions per edge")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(args.child, args.batch_size, args.iters)))
+        return 0
+    if args.edges:
+        print(f"device={DEVICE} threads={torch.get_num_threads()} batch={args.batch_size}")
+        edges_main(args.batch_size, args.reps)
         return 0
     default = [v for v in VARIANTS if v != "auto" and (v != "triton" or DEVICE == "cuda")]
     variants = args.variants.split(",") if args.variants else default
