@@ -9,8 +9,8 @@ The network is examples/darts_search.py at DARTS' search settings: 8 cells, C = 
 another. The script runs each backend in a fresh process (so that process's peak memory is that
 backend's: peak RSS on CPU, torch.cuda.max_memory_allocated on CUDA), ``--rounds`` times in
 rotating order so a drifting machine affects every backend alike; each process runs one untimed
-warm-up iteration, then ``--iters`` timed ones. It prints the median seconds per iteration, the
-speed-up against `reference` and the peak memory. ``--edges`` instead times one edge's forward
+warm-up iteration, then ``--iters`` timed ones. It prints the median wall and CPU seconds per
+iteration, the speed-ups against `reference` and the peak memory. ``--edges`` instead times one edge's forward
 + backward, normal (stride 1) and reduction (stride 2), at the network's three resolutions,
 `reference` and `fused` interleaved in one process. ``fused+recompute`` is the fused backend with
 recompute=True. The pytest cases time the same iteration in-process (batch 16 on CPU, so the
@@ -129,12 +129,13 @@ def child(variant: str, batch_size: int, iters: int) -> dict:
     iteration = make_iteration(variant, batch_size)
     before = peak_memory_mb()
     iteration()  # warm-up: oneDNN primitive caches, Triton autotuning
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         iteration()
         times.append(time.perf_counter() - t0)
-    return dict(times=times, peak_mb=peak_memory_mb(), before_mb=before)
+        cpu.append(time.process_time() - c0)
+    return dict(times=times, cpu=cpu, peak_mb=peak_memory_mb(), before_mb=before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,14 +181,27 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{v}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
                 return 1
             results[v].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"round {r + 1} {v}: {results[v][-1]['times']}", file=sys.stderr, flush=True)
-    med = {v: statistics.median(t for res in rs for t in res["times"]) for v, rs in results.items()}
+            res = results[v][-1]
+            print(f"round {r + 1} {v}: wall {res['times']} cpu {res['cpu']}", file=sys.stderr)
+
+    def median(key: str) -> dict[str, float]:
+        return {
+            v: statistics.median(t for res in rs for t in res[key]) for v, rs in results.items()
+        }
+
+    # CPU seconds as well: on a shared machine a process that waits for a core gets a longer
+    # wall time for the same work (with one thread, its CPU time is that work)
+    wall, cpu = median("times"), median("cpu")
     mem = "peak CUDA memory" if DEVICE == "cuda" else "peak RSS"
-    print(f"{'variant':<17}{'s / iteration':>14}{'vs reference':>14}{mem:>18}")
+    print(
+        f"{'variant':<17}{'wall s/it':>10}{'cpu s/it':>10}{'vs reference (wall, cpu)':>27}{mem:>18}"
+    )
     for v in variants:
-        ratio = f"{med['reference'] / med[v]:.2f}x" if "reference" in med else "-"
+        ratio = "-"
+        if "reference" in wall:
+            ratio = f"{wall['reference'] / wall[v]:.2f}x, {cpu['reference'] / cpu[v]:.2f}x"
         peak = max(res["peak_mb"] for res in results[v]) / 1024
-        print(f"{v:<17}{med[v]:>14.2f}{ratio:>14}{peak:>15.2f} GiB")
+        print(f"{v:<17}{wall[v]:>10.2f}{cpu[v]:>10.2f}{ratio:>27}{peak:>14.2f} GiB")
     return 0
 
 
