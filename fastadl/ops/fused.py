@@ -4,9 +4,10 @@ The parameters stay in the reference modules (``ops``); this file reads them, de
 edge as an EdgePlan, runs FusedMixedOpFunction (fastadl/ops/fused_function.py: forward and
 hand-written backward over all branches at once) and updates the BatchNorm modules' running
 statistics exactly as their own forward would (momentum, cumulative average when momentum is
-None, num_batches_tracked). Anything the plan does not cover (an affine BN, an unknown module,
-BNs in mixed train/eval modes) runs the reference instead, so the result is always the
-reference's function.
+None, num_batches_tracked). Edges of stride 1 and 2 (DARTS' reduction edges: strided pools and
+first depthwise convs, the factorized reduce as skip_connect) are covered. Anything the plan
+does not cover (an affine BN, an unknown module, BNs in mixed train/eval modes, ops of different
+strides) runs the reference instead, so the result is always the reference's function.
 """
 
 from __future__ import annotations
