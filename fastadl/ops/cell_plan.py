@@ -85,8 +85,8 @@ def build_cell_plan(edges: nn.ModuleList, blocks: int, C: int) -> CellPlan | Non
     for row in order:
         op = edges[row]
         b = cached_plan(op.ops, op.primitives, C)
-        if b is None or (built and b[0] != built[0][0]):
-            return None
+        if b is None or (built and b[0] != built[0][0]) or b[0].stride != 1 or b[0].reduce:
+            return None  # resolution-changing (DARTS reduction) edges run edge by edge
         built.append(b)
     plan = built[0][0]
     kinds = len(built[0][1])

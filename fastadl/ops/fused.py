@@ -4,9 +4,10 @@ The parameters stay in the reference modules (``ops``); this file reads them, de
 edge as an EdgePlan, runs FusedMixedOpFunction (fastadl/ops/fused_function.py: forward and
 hand-written backward over all branches at once) and updates the BatchNorm modules' running
 statistics exactly as their own forward would (momentum, cumulative average when momentum is
-None, num_batches_tracked). Anything the plan does not cover (an affine BN, an unknown module,
-BNs in mixed train/eval modes) runs the reference instead, so the result is always the
-reference's function.
+None, num_batches_tracked). Edges of stride 1 and 2 (DARTS' reduction edges: strided pools and
+first depthwise convs, the factorized reduce as skip_connect) are covered. Anything the plan
+does not cover (an affine BN, an unknown module, BNs in mixed train/eval modes, ops of different
+strides) runs the reference instead, so the result is always the reference's function.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from fastadl.ops.fused_function import ConvSpec, EdgePlan, FusedMixedOpFunction
-from fastadl.ops.reference import DilConv, Identity, PoolBN, SepConv
+from fastadl.ops.fused_kernels import output_shape
+from fastadl.ops.reference import DilConv, FactorizedReduce, Identity, PoolBN, SepConv, Zero
 
 
 def _plain_bn(bn: nn.Module, C: int) -> bool:
@@ -28,36 +30,50 @@ def _plain_bn(bn: nn.Module, C: int) -> bool:
     )  # fmt: skip
 
 
-def _dw(conv: nn.Module, C: int) -> tuple[int, int] | None:
+def _pair(v: int | tuple[int, ...]) -> tuple[int, ...]:
+    return v if isinstance(v, tuple) else (v, v)
+
+
+def _dw(conv: nn.Module, C: int, stride: int) -> tuple[int, int] | None:
     """(kernel, dilation) of a bias-free depthwise 'same' conv over C channels, else None."""
     if type(conv) is not nn.Conv2d or conv.bias is not None or conv.padding_mode != "zeros":
         return None
     (k, k2), (d, d2) = conv.kernel_size, conv.dilation
     ok = (
-        k == k2 and d == d2 and k % 2 == 1 and conv.stride == (1, 1)
+        k == k2 and d == d2 and k % 2 == 1 and conv.stride == (stride, stride)
         and conv.padding == (d * (k - 1) // 2,) * 2
         and conv.groups == conv.in_channels == conv.out_channels == C
     )  # fmt: skip
     return (k, d) if ok else None
 
 
-def _pw(conv: nn.Module, C: int) -> bool:
+def _pw(conv: nn.Module, C: int, C_out: int | None = None, stride: int = 1) -> bool:
     return (
         type(conv) is nn.Conv2d and conv.bias is None and conv.kernel_size == (1, 1)
-        and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
-        and conv.in_channels == conv.out_channels == C
+        and conv.stride == (stride, stride) and conv.padding == (0, 0) and conv.groups == 1
+        and conv.in_channels == C and conv.out_channels == (C if C_out is None else C_out)
+        and conv.padding_mode == "zeros"
     )  # fmt: skip
 
 
-def _conv_stages(op: nn.Module, C: int):
-    """[(kernel, dilation, dw conv, pw conv, bn)] per ReLU → dw → pw → BN stage, or None."""
+def _reduce_ok(op: FactorizedReduce, C: int) -> bool:
+    """The factorized reduce as fastadl/ops/reference.py builds it, over C channels."""
+    return (
+        type(op.relu) is nn.ReLU and _pw(op.conv_1, C, C - C // 2, 2)
+        and _pw(op.conv_2, C, C // 2, 2) and _plain_bn(op.bn, C)
+    )  # fmt: skip
+
+
+def _conv_stages(op: nn.Module, C: int, stride: int):
+    """[(kernel, dilation, dw conv, pw conv, bn)] per ReLU → dw → pw → BN stage, or None.
+    Only the first stage's depthwise conv is strided (DARTS)."""
     seq = op.op
     if len(seq) not in (4, 8):
         return None
     stages = []
     for s in range(0, len(seq), 4):
         relu, dw, pw, bn = seq[s : s + 4]
-        spec = _dw(dw, C)
+        spec = _dw(dw, C, stride if s == 0 else 1)
         if type(relu) is not nn.ReLU or spec is None or not _pw(pw, C) or not _plain_bn(bn, C):
             return None
         stages.append((*spec, dw, pw, bn))
@@ -81,19 +97,45 @@ def cached_plan(ops: Sequence[nn.Module], primitives: Sequence[str], C: int):
     return hit[1]
 
 
+def _edge_stride(ops: Sequence[nn.Module], primitives: Sequence[str]) -> int | None:
+    """The one stride of the edge's (non-`none`) reference ops, or None when they disagree or
+    one is not a reference op."""
+    strides = set()
+    for op, name in zip(ops, primitives, strict=True):
+        if name == "none" and type(op) is not Zero:  # never computed: its stride is moot
+            continue
+        if type(op) is PoolBN:
+            strides.add(_pair(op.pool.stride))
+        elif type(op) in (SepConv, DilConv):
+            strides.add(op.op[1].stride)
+        elif type(op) in (Identity, FactorizedReduce, Zero):
+            strides.add((op.stride,) * 2)
+        else:
+            return None
+    if len(strides) > 1:
+        return None
+    (s, s2) = strides.pop() if strides else (1, 1)
+    return s if s == s2 and s in (1, 2) else None
+
+
 def build_plan(ops: Sequence[nn.Module], primitives: Sequence[str], C: int):
     """(EdgePlan, the convs whose weights are FusedMixedOpFunction's params in its order, BNs in
     slot order), or None when some op is outside what the fused path covers."""
-    skip, pools, pool_bns, finals, seps = [], [], [], [], []
+    stride = _edge_stride(ops, primitives)
+    if stride is None:
+        return None
+    skip, reduce, pools, pool_bns, finals, seps = [], [], [], [], [], []
     for k, (op, name) in enumerate(zip(ops, primitives, strict=True)):
         if name == "none":
             continue
         if type(op) is Identity:
             skip.append(k)
+        elif type(op) is FactorizedReduce and _reduce_ok(op, C):
+            reduce.append(k)
         elif type(op) is PoolBN and _plain_bn(op.bn, C):
             pools.append((k, op.kind))
             pool_bns.append(op.bn)
-        elif type(op) in (SepConv, DilConv) and (stages := _conv_stages(op, C)) is not None:
+        elif type(op) in (SepConv, DilConv) and (stages := _conv_stages(op, C, stride)):
             (finals if len(stages) == 1 else seps).append((k, stages))
         else:
             return None
@@ -108,10 +150,12 @@ def build_plan(ops: Sequence[nn.Module], primitives: Sequence[str], C: int):
             dw2.append(second[0][2])
             pw2.append(second[0][3])
             bn2.append(second[0][4])
-    if len(skip) > 1:  # skip_connect listed twice: left to the reference
+    if len(skip) + len(reduce) > 1:  # skip_connect listed twice: left to the reference
         return None
-    plan = EdgePlan(tuple(skip), tuple(pools), tuple(convs))
-    return plan, (*dw1, *pw1, *dw2, *pw2), pool_bns + bn1 + bn2
+    plan = EdgePlan(tuple(skip), tuple(pools), tuple(convs), stride, tuple(reduce))
+    fr = [ops[k] for k in reduce]
+    convs_out = (*dw1, *pw1, *dw2, *pw2, *(c for op in fr for c in (op.conv_1, op.conv_2)))
+    return plan, convs_out, pool_bns + bn1 + bn2 + [op.bn for op in fr]
 
 
 def _batch_stats_mode(bns: list[nn.BatchNorm2d]) -> bool | None:
@@ -157,7 +201,8 @@ def fused_mixed_op(
     primitives: Sequence[str],
     recompute: bool = False,
 ) -> Tensor | None:
-    """Σ_k weights[k] · ops[k](x), x: (N, C, H, W) → (N, C, H, W); None if not covered.
+    """Σ_k weights[k] · ops[k](x), x: (N, C, H, W) → (N, C, ceil(H/s), ceil(W/s)) for the ops'
+    stride s; None if not covered.
 
     recompute: keep only the inputs for backward and recompute the intermediates there.
     """
@@ -171,7 +216,8 @@ def fused_mixed_op(
     batch = _batch_stats_mode(bns)
     if batch is None:
         return None
-    count = x.numel() // x.shape[1]
+    N, _, H, W = output_shape(x, plan.stride)
+    count = N * H * W  # positions each BN normalises over
     if batch and bns and count <= 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"

@@ -6,12 +6,15 @@ them). At the coarse trellis levels an edge is ~100 tiny tensors, so the Python-
 matters as much as arithmetic: branches live in stacked buffers and each step is one call for
 all of them (fastadl/ops/fused_kernels.py has the conv, pool and layout helpers).
 
-Buffers (M = N·H·W positions, C channels):
+Buffers (M = N·H·W output positions, C channels; at stride 2 the output is H × W =
+ceil(H_in/2) × ceil(W_in/2), and only x, ReLU(x) and dL/dx have the input's size):
 - ``Am: (A, M, C)`` channels-last: the P pool outputs, then x itself when skip_connect is an op
-  (a view of ``Ab``, their (A·N, C, H, W) channels-last concatenation);
-- ``Z: (J + S, C, M)`` the pre-BN conv outputs (pointwise GEMM results), rows ordered
-  [S separable first stages | J - S single-stage convs | S separable second stages], so the J
-  rows that feed the output ("finals") are one contiguous range ``Z[S:]``;
+  at stride 1 (a view of ``Ab``, their (A·N, C, H, W) channels-last concatenation);
+- ``Z: (J + S + F, C, M)`` the pre-BN conv outputs (pointwise GEMM results), rows ordered
+  [S separable first stages | J - S single-stage convs | S separable second stages | F], F = 1
+  the factorized reduce (skip_connect at stride 2: two strided 1×1 convs of ReLU(x), the second
+  on x shifted by one pixel, concatenated along C), so the J + F rows that feed the output
+  ("finals") are one contiguous range ``Z[S:]``;
 - ``Db: (J + S, N, H, W, C)`` the depthwise outputs (the pointwise GEMMs' inputs) per Z row;
 - ``Ym: (S, M, C)`` ReLU(xhat) of the separable first stages (their second stages' input).
 BatchNorm rows are normalised in place to xhat = (z - μ) ι, so the output is two GEMVs,
@@ -54,20 +57,24 @@ class ConvSpec:
 class EdgePlan:
     """What an edge computes; built from its op modules by fastadl/ops/fused.py.
 
-    BN slots: the pools', then one per Z row. convs: separable first (Z row order). The
+    BN slots: the pools', then one per Z row. convs: separable first (Z row order). params:
+    dw1 (J), pw1 (J), dw2 (S), pw2 (S), then the reduce's two 1×1 convs (2·F). The
     counts and orders below are derived once here: the forward runs ~2,100 times a step.
     """
 
     skip: tuple[int, ...]  # at most one
     pools: tuple[tuple[int, str], ...]  # (index, "max" | "avg")
     convs: tuple[ConvSpec, ...]
+    stride: int = 1  # of the pools and the first depthwise convs
+    reduce: tuple[int, ...] = ()  # the factorized reduce (stride 2's skip_connect), at most one
     _index_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         P, J = len(self.pools), len(self.convs)
         S = sum(c.separable for c in self.convs)
+        F = len(self.reduce)
         derived = dict(
-            P=P, J=J, S=S, A=P + len(self.skip), R=J + S, n_bn=P + J + S,
+            P=P, J=J, S=S, F=F, A=P + len(self.skip), R=J + S, n_bn=P + J + S + F,
             pool_kinds=tuple(kind for _, kind in self.pools),
             dil1=tuple(c.dilation for c in self.convs),
             dil2=tuple(c.dilation2 for c in self.convs[:S]),
@@ -86,6 +93,7 @@ def _index_tensors(plan: EdgePlan, device: torch.device) -> tuple[Tensor, Tensor
         S = plan.S
         rows_a = [k for k, _ in plan.pools] + list(plan.skip)
         rows_f = [c.index for c in plan.convs[S:]] + [c.index for c in plan.convs[:S]]
+        rows_f += list(plan.reduce)
         hit = tuple(torch.tensor(v, dtype=torch.long, device=device) for v in (rows_a, rows_f))
         plan._index_cache[device] = hit
     return hit
@@ -95,14 +103,14 @@ def edge_forward(x, weights, rstats, params, plan: EdgePlan, eps: float, want_ou
     """Forward of one edge without autograd. rstats: (2, n_bn, C) running mean/var, or None for
     batch statistics. Returns (out, batch [means; biased vars] (2·n_bn, C) or None,
     intermediates)."""
-    N, C, H, W = x.shape
+    N, C, H, W = fk.output_shape(x, plan.stride)
     M = N * H * W
-    P, J, S, A, R = plan.P, plan.J, plan.S, plan.A, plan.R
+    P, J, S, A, R, F = plan.P, plan.J, plan.S, plan.A, plan.R, plan.F
     dw1, pw1, dw2, pw2 = (
         params[:J],
         params[J : 2 * J],
         params[2 * J : 2 * J + S],
-        params[2 * J + S :],
+        params[2 * J + S : 2 * R],
     )
     idx_a, idx_f = _index_tensors(plan, x.device)
     batch = rstats is None
@@ -133,7 +141,7 @@ def edge_forward(x, weights, rstats, params, plan: EdgePlan, eps: float, want_ou
 
     inter, out = {}, None
     if A:  # (A·N, C, H, W) channels-last: the pools, then x (skip_connect joins their GEMV)
-        Ab, x_cl, inter["pool_idx"] = fk.pool_rows(x, plan.pool_kinds, bool(plan.skip))
+        Ab, x_cl, inter["pool_idx"] = fk.pool_rows(x, plan.pool_kinds, bool(plan.skip), plan.stride)
         Am = Ab.permute(0, 2, 3, 1).reshape(A, M, C)
         if P:
             normalize_(Am[:P], 0, P, rows_first=True)
@@ -144,32 +152,38 @@ def edge_forward(x, weights, rstats, params, plan: EdgePlan, eps: float, want_ou
         x_cl = x.contiguous(memory_format=CL)
     inter["x_cl"] = x_cl
 
-    if J:
+    if J or F:
         r = torch.relu(x_cl)
-        pw_all = torch.stack(pw1 + pw2)  # (R, C, C, 1, 1); saved as is: no view of it is saved
+        pw_all = torch.stack(pw1 + pw2) if J else x.new_empty(0)  # (R, C, C, 1, 1); saved as is
         pw = pw_all.view(R, C, C)
         Db = x.new_empty(R, N, H, W, C)  # depthwise outputs, each row channels-last
         Dt = Db.view(R, M, C).transpose(1, 2)  # (R, C, M): the pointwise GEMMs' right operand
-        Z = x.new_empty(R, C, M)
-        fk.stack_rows([fk.dw_forward(r, w, d) for w, d in zip(dw1, plan.dil1, strict=True)], Db[:J])
-        torch.bmm(pw[:J], Dt[:J], out=Z[:J])
-        normalize_(Z[:J], P, P + J)
+        Z = x.new_empty(R + F, C, M)
+        st = plan.stride
+        d1 = [fk.dw_forward(r, w, d, st) for w, d in zip(dw1, plan.dil1, strict=True)]
+        if J:
+            fk.stack_rows(d1, Db[:J])
+            torch.bmm(pw[:J], Dt[:J], out=Z[:J])
+            normalize_(Z[:J], P, P + J)
         Ym = x.new_empty(S, M, C)  # (positions, channels) rows
         if S:
             Ym = fk.relu_to(Z[:S].transpose(1, 2), Ym)
             ym = Ym.view(S, N, H, W, C).permute(0, 1, 4, 2, 3)
             d2 = [fk.dw_forward(y, w, d) for y, w, d in zip(ym, dw2, plan.dil2, strict=True)]
             fk.stack_rows(d2, Db[J:])
-            torch.bmm(pw[J:], Dt[J:], out=Z[J:])
-            normalize_(Z[J:], P + J, P + R)
+            torch.bmm(pw[J:], Dt[J:], out=Z[J:R])
+            normalize_(Z[J:R], P + J, P + R)
+        if F:
+            fk.factorized_reduce(r, *params[2 * R :], Z[R])
+            normalize_(Z[R:], P + R, P + R + F)
         if want_out:  # one GEMV: Σ_f w_f xhat_f over the final rows, laid out (C, N, H, W)
-            t = torch.matmul(weights[idx_f], Z[S:].reshape(J, -1)).view(C, N, H, W)
+            t = torch.matmul(weights[idx_f], Z[S:].reshape(J + F, -1)).view(C, N, H, W)
             t = t.transpose(0, 1)  # NCHW output: the pools' part is channels-last
-            out = t.contiguous() if out is None else torch.add(t, out, out=x.new_empty(x.shape))
+            out = t.contiguous() if out is None else torch.add(t, out, out=x.new_empty(t.shape))
         inter.update(r=r, Z=Z, Db=Db, Ym=Ym, pw=pw_all)
 
     if want_out and out is None:
-        out = torch.zeros_like(x)
+        out = x.new_zeros(N, C, H, W)
     inter["inv"] = torch.cat(invs) if invs else x.new_empty(0, C, 1)  # (n_bn, C, 1)
     stats = torch.cat(means + variances).view(-1, C) if batch and means else None
     return out, stats, inter
@@ -177,9 +191,9 @@ def edge_forward(x, weights, rstats, params, plan: EdgePlan, eps: float, want_ou
 
 def edge_backward(g, x, weights, params, plan: EdgePlan, inter, batch: bool, needs):
     """Gradients of one edge. needs: (x, weights, per-param flags). Returns (gx, gw, gparams)."""
-    N, C, H, W = x.shape
+    N, C, H, W = g.shape
     M = N * H * W
-    P, J, S, A, R = plan.P, plan.J, plan.S, plan.A, plan.R
+    P, J, S, A, R, F = plan.P, plan.J, plan.S, plan.A, plan.R, plan.F
     dw1, dw2 = params[:J], params[2 * J : 2 * J + S]
     idx_a, idx_f = _index_tensors(plan, x.device)
     need_x, need_w, need_p = needs
@@ -187,7 +201,7 @@ def edge_backward(g, x, weights, params, plan: EdgePlan, inter, batch: bool, nee
     x_cl, inv_all = inter["x_cl"], inter["inv"]
     gw = torch.zeros_like(weights) if need_w else None
     gparams: list[Tensor | None] = [None] * len(params)
-    gv = g.transpose(0, 1).reshape(1, C, M) if J else None  # dL/d out laid out like Z rows
+    gv = g.transpose(0, 1).reshape(1, C, M) if J or F else None  # dL/d out laid out like Z rows
     G1m = g.sum((0, 2, 3)).div_(-M).view(1, C, 1) if batch and need_chain else None  # -Σg/M
     gx_cl = None
 
@@ -219,14 +233,20 @@ def edge_backward(g, x, weights, params, plan: EdgePlan, inter, batch: bool, nee
             gps = gP.view(P, N, H, W, C).permute(0, 1, 4, 2, 3)
             for (_, kind), gp in zip(plan.pools, gps, strict=True):
                 if kind == "max":
-                    t = fk.max_pool_grad(gp, x_cl, next(maxes))
+                    t = fk.max_pool_grad(gp, x_cl, next(maxes), plan.stride)
                 else:
-                    t = fk.avg_pool_grad(gp, x_cl)
+                    t = fk.avg_pool_grad(gp, x_cl, plan.stride)
                 gx_cl = t if gx_cl is None else gx_cl.add_(t)
 
-    if J:
+    if J or F:
         Z, Db, Ym = inter["Z"], inter["Db"], inter["Ym"]
-        gZf = final_grads(gv, Z[S:], inv_all[P + S :], idx_f, J)
+        gZf = final_grads(gv, Z[S:], inv_all[P + S :], idx_f, J + F)
+    r, gr = inter.get("r"), None
+    if F and need_chain:  # the factorized reduce: its 1×1 weights, and dL/dReLU(x) (new tensor)
+        k = 2 * R
+        gr, gparams[k], gparams[k + 1] = fk.factorized_reduce_grads(
+            gZf[J], r, *params[k:], need_x, need_p[k] or need_p[k + 1]
+        )
     if J and need_chain:
         pw, Dr = inter["pw"].view(R, C, C), Db.view(R, M, C)
 
@@ -241,7 +261,7 @@ def edge_backward(g, x, weights, params, plan: EdgePlan, inter, batch: bool, nee
             return gd.view(hi - lo, N, H, W, C).permute(0, 1, 4, 2, 3)
 
         # Final rows: single-stage convs (Z rows S..J-1), separable second stages (J..R-1).
-        gD = pointwise_grads(gZf, S, R, plan.slots_final)
+        gD = pointwise_grads(gZf[:J], S, R, plan.slots_final)
         gD1 = gD[: J - S].unbind(0)
         if S:  # separable second stages' depthwise, then their first (intermediate) BN
             Yb, Gy = Ym.view(S, N, H, W, C), x.new_empty(S, N, H, W, C)
@@ -261,15 +281,14 @@ def edge_backward(g, x, weights, params, plan: EdgePlan, inter, batch: bool, nee
             else:
                 gZ1 = gys * inv
             gD1 = (*pointwise_grads(gZ1, 0, S, plan.slots_sep1).unbind(0), *gD1)
-        r, gr = inter["r"], None
         for j, (gd, w, d) in enumerate(zip(gD1, dw1, plan.dil1, strict=True)):  # first stages
-            t, gparams[j] = fk.dw_grads(gd, r, w, d, need_x, need_p[j])
+            t, gparams[j] = fk.dw_grads(gd, r, w, d, need_x, need_p[j], plan.stride)
             if need_x:
                 gr = t if gr is None else gr.add_(t)
-        if need_x:
-            gr_rows = gr.permute(0, 2, 3, 1)  # contiguous: in place
-            gr = fk.relu_grad_to(gr_rows, x_cl.permute(0, 2, 3, 1), gr_rows).permute(0, 3, 1, 2)
-            gx_cl = gr if gx_cl is None else gx_cl.add_(gr)
+    if (J or F) and need_x:
+        gr_rows = gr.permute(0, 2, 3, 1)  # contiguous: in place
+        gr = fk.relu_grad_to(gr_rows, x_cl.permute(0, 2, 3, 1), gr_rows).permute(0, 3, 1, 2)
+        gx_cl = gr if gx_cl is None else gx_cl.add_(gr)
 
     gx = None
     if need_x:
@@ -285,7 +304,8 @@ class FusedMixedOpFunction(torch.autograd.Function):
     """apply(x, weights, rstats, plan, eps, recompute, *params) → (out, stats).
 
     params: the J first-stage depthwise weights, J pointwise weights, then the S second-stage
-    depthwise and S pointwise weights (plan.convs order). stats: the batch means then biased
+    depthwise and S pointwise weights (plan.convs order), then the factorized reduce's conv_1
+    and conv_2 weights if plan.reduce. stats: the batch means then biased
     variances of the n_bn BNs, (2·n_bn, C); empty when rstats (running statistics) were used.
     """
 
@@ -309,7 +329,7 @@ class FusedMixedOpFunction(torch.autograd.Function):
         plan = ctx.plan
         saved = ctx.saved_tensors
         x, weights, rstats = saved[:3]
-        n_params = 2 * plan.R
+        n_params = 2 * (plan.R + plan.F)
         params = saved[3 : 3 + n_params]
         if ctx.recompute:
             with torch.no_grad():

@@ -22,6 +22,7 @@ def reference_mixed_op(
     """x: (N, C, H, W); weights: (K,) mixing weights in ``primitives`` order → (N, C, H, W).
 
     `none` is skipped: its weight only matters through the softmax that produced ``weights``.
+    At stride 2 the output is (N, C, ceil(H/2), ceil(W/2)) (fastadl/ops/reference.py).
     """
     out = None
     for w, op, name in zip(weights, ops, primitives, strict=True):
@@ -29,8 +30,8 @@ def reference_mixed_op(
             continue
         y = w * op(x)
         out = y if out is None else out + y
-    if out is None:  # every candidate is `none`: the edge contributes nothing
-        out = x.new_zeros(x.shape)
+    if out is None:  # every candidate is `none`: zeros of the output's shape
+        out = ops[0](x)
     return out
 
 
@@ -55,13 +56,18 @@ def mixed_op(
     primitives: Sequence[str],
     backend: str = "auto",
     recompute: bool = False,
+    stride: int = 1,
 ) -> torch.Tensor:
     """Dispatch the mixed op to ``backend`` (one of BACKENDS). Shapes as reference_mixed_op.
 
     recompute: the fused backend keeps only the edge's inputs for backward and recomputes its
     intermediates there (other backends ignore it).
+    stride: the ops' stride (the ops were built with it). The Triton kernels are stride-1 only,
+    so a stride-2 edge runs ``fused`` (on the same device) when ``triton`` is asked for.
     """
     backend = resolve_backend(backend, x)
+    if backend == "triton" and stride != 1:
+        backend = "fused"
     if backend == "fused":
         from fastadl.ops.fused import fused_mixed_op
 

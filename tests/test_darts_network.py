@@ -1,0 +1,105 @@
+"""The DARTS search network of examples/darts_search.py (normal + reduction cells built from
+fastadl.MixedOp): its search iteration runs on every backend and gives the reference's α (and
+PC-DARTS β) gradients, weight gradients, parameters after the step and BatchNorm statistics."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_backends import assert_all_close, device_for, triton_skip_reason
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from darts_search import (  # noqa: E402
+    DartsSearchNetwork,
+    make_optimizers,
+    random_batch,
+    search_iteration,
+)
+
+from fastadl import MixedOp, convert_mixed_ops  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_network_has_darts_structure():
+    net = DartsSearchNetwork()  # DARTS' CIFAR-10 search network: C = 16, 8 cells
+    assert [c.reduction for c in net.cells] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert all(len(c.edges) == 14 for c in net.cells)
+    assert [p.shape for p in net.arch_parameters()] == [(14, 8), (14, 8)]
+    strides = [e.stride for e in net.cells[2].edges]  # reduction: stride 2 on edges from s0, s1
+    assert (
+        strides == [2, 2] + [2, 2, 1] + [2, 2, 1, 1] + [2, 2, 1, 1, 1]
+        and net.cells[3].edges[0].stride == 1
+    )
+    edges = [m for m in net.modules() if isinstance(m, MixedOp)]
+    assert len(edges) == 8 * 14 and {e.C for e in edges} == {16, 32, 64}
+    names = {n for n, _ in net.named_parameters()}
+    assert {"alphas_normal", "alphas_reduce"} <= names  # in the state_dict, not plain tensors
+    assert net.classifier.in_features == 4 * 64
+    logits = net(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+
+
+def arch_and_weight_grads(net, batch):
+    """(α/β gradients, weight gradients) of the cross-entropy on ``batch``."""
+    loss = torch.nn.functional.cross_entropy(net(batch[0]), batch[1])
+    arch, weights = net.arch_parameters(), net.weight_parameters()
+    grads = torch.autograd.grad(loss, [*arch, *weights])
+    return list(grads[: len(arch)]), list(grads[len(arch) :])
+
+
+FUSED_CASES = [  # network kwargs, image size
+    pytest.param(dict(C=4, layers=3), 15, id="darts-odd-15"),
+    pytest.param(dict(C=4, layers=4, partial_channels=2), 16, id="pc-darts"),
+    pytest.param(dict(C=4, layers=3, recompute=True), 16, id="recompute"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "size"), FUSED_CASES)
+def test_fused_search_iteration_matches_reference(kwargs, size):
+    check_search_iteration("fused", kwargs, size)
+
+
+def test_triton_search_iteration_matches_reference():
+    reason = triton_skip_reason(False)
+    if reason:
+        pytest.skip(reason)
+    if torch.cuda.is_available():
+        check_search_iteration("triton", dict(C=4, layers=3), 16)
+    else:  # interpreted on CPU: the smallest network that still has both cell types
+        check_search_iteration("triton", dict(C=2, layers=3, steps=2, multiplier=2), 8)
+
+
+def check_search_iteration(backend: str, kwargs: dict, size: int) -> None:
+    dev = device_for(backend)
+    torch.manual_seed(0)
+    ref = DartsSearchNetwork(num_classes=5, backend="reference", **kwargs).to(dev)
+    fast = convert_mixed_ops(copy.deepcopy(ref), backend)
+    train = random_batch(4, size, classes=5, device=dev, seed=1)
+    val = random_batch(4, size, classes=5, device=dev, seed=2)
+
+    arch_names = ["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"]
+    want_a, want_w = arch_and_weight_grads(ref, val)
+    got_a, got_w = arch_and_weight_grads(fast, val)
+    assert_all_close(got_a, want_a, arch_names[: len(want_a)])
+    assert_all_close(got_w, want_w)
+
+    for net in (ref, fast):  # one whole search iteration (α step, then weight step)
+        search_iteration(net, *make_optimizers(net), train, val)
+    names = [n for n, _ in ref.named_parameters()]
+    assert_all_close(list(fast.parameters()), list(ref.parameters()), names)
+    for (name, a), (_, b) in zip(fast.named_buffers(), ref.named_buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
