@@ -32,8 +32,7 @@ import torch
 from fastadl import SuperNet
 from fastadl.engine.architect import Architect
 from fastadl.engine.precision import Precision
-from fastadl.engine.searcher import frozen
-from fastadl.engine.steps import weight_step
+from fastadl.engine.steps import frozen, sgd, weight_step
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -72,7 +71,7 @@ class Iteration:
         precision = Precision("off", torch.device(device).type)
         arch = self.model.arch_parameters()
         self.weights = self.model.weight_parameters()
-        self.w_opt = torch.optim.SGD(self.weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+        self.w_opt = sgd(self.weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
         self.scaler = precision.make_scaler()
         self.precision = precision
         self.architect = Architect(self.model, arch, 3e-3, (0.9, 0.999), 1e-3, precision)

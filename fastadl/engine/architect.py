@@ -7,15 +7,23 @@ from torch import nn
 
 from fastadl.engine.distributed import all_reduce_mean
 from fastadl.engine.precision import Precision
-from fastadl.engine.steps import NonFiniteError, check_finite, micro_batches, segmentation_loss
+from fastadl.engine.steps import (
+    NonFiniteError,
+    check_finite,
+    frozen,
+    micro_batches,
+    segmentation_loss,
+)
 
 
 class Architect:
     """Adam on α and β with gradients from a trainB batch.
 
-    ``torch.autograd.grad(loss, [α, β])`` asks autograd for the architecture gradients only:
-    the engine then skips every weight-gradient kernel (convolution backward is told which
-    gradients are wanted), and nothing lands in the weights' ``.grad``.
+    ``torch.autograd.grad(loss, [α, β])`` asks autograd for the architecture gradients only,
+    with the weights frozen for the step: every backward then skips the weight-gradient work
+    (native convolutions are told which gradients are wanted; the cell-level fast path's
+    hand-written backward sees which inputs require them), and nothing lands in the weights'
+    ``.grad``.
     """
 
     def __init__(
@@ -29,6 +37,8 @@ class Architect:
     ):
         self.model = model
         self.params = arch_params
+        arch = {id(p) for p in arch_params}
+        self.weights = [p for p in model.parameters() if id(p) not in arch and p.requires_grad]
         self.optimizer = torch.optim.Adam(
             self.params, lr=lr, betas=betas, weight_decay=weight_decay
         )
@@ -47,7 +57,7 @@ class Architect:
         total = 0.0
         parts = micro_batches(images, masks, accumulate)
         for x, y in parts:
-            with self.precision.autocast():
+            with frozen(self.weights), self.precision.autocast():
                 loss = segmentation_loss(self.model(x), y)
             check_finite(loss, "architecture loss", step)
             part = torch.autograd.grad(self.scaler.scale(loss / len(parts)), self.params)

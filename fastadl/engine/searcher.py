@@ -11,7 +11,6 @@ progress bar are the shared loop's (loop.py).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 
@@ -29,26 +28,13 @@ from fastadl.engine.evaluation import validation_scores
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.engine.precision import Precision
-from fastadl.engine.steps import weight_step
+from fastadl.engine.steps import frozen, sgd, weight_step
 from fastadl.nn import SuperNet
 
 
 def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
     """Cosine decay lr_max → lr_min over ``total`` steps: a pure function of the step."""
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * min(step, total) / total))
-
-
-@contextlib.contextmanager
-def frozen(params: list[nn.Parameter]):
-    """Temporarily stop gradients to ``params`` (the weight step needs none for α and β)."""
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags, strict=True):
-            p.requires_grad_(f)
 
 
 def search_forward(model: SuperNet, cfg: SearchConfig) -> nn.Module:
@@ -109,7 +95,7 @@ class Search:
         self.precision = Precision(cfg.amp, device.type)
         self.arch_params = self.model.arch_parameters()
         self.weight_params = self.model.weight_parameters()
-        self.w_opt = torch.optim.SGD(
+        self.w_opt = sgd(
             self.weight_params,
             lr=cfg.w_lr,
             momentum=cfg.w_momentum,

@@ -18,6 +18,39 @@ from torch import nn
 from fastadl.engine.precision import Precision
 
 
+@contextlib.contextmanager
+def frozen(params: list[nn.Parameter]):
+    """Temporarily stop gradients to ``params``: the weight step needs none for α and β, and
+    the α/β step none for the weights (the cell-level fast path's hand-written backward only
+    learns which gradients are wanted from which inputs require them)."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags, strict=True):
+            p.requires_grad_(f)
+
+
+def sgd(params: list[nn.Parameter], **kwargs) -> torch.optim.SGD:
+    """torch.optim.SGD, its fused implementation where this torch has one for these tensors:
+    the same update in one kernel instead of a Python loop over ~11,000 supernet tensors
+    (about 4x faster on the search's CPU step)."""
+    try:
+        return torch.optim.SGD(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.SGD(params, **kwargs)
+
+
+def total_grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    """The 2-norm of all of ``params``' gradients together (one foreach call where available)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if hasattr(nn.utils, "get_total_norm"):
+        return nn.utils.get_total_norm(grads, foreach=True)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
 class NonFiniteError(RuntimeError):
     """A loss or gradient became NaN/inf: the run stops and the last checkpoint is kept."""
 
@@ -78,14 +111,15 @@ def weight_step(
         total += loss.item() / len(parts)
     if grad_clip > 0 or not scaler.is_enabled():
         scaler.unscale_(optimizer)
-        norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None])
-        )
+        norm = total_grad_norm(params)
         # fp16: an inf gradient is the scaler's business (it skips the step and lowers the scale)
         if not scaler.is_enabled() and not torch.isfinite(norm):
             raise NonFiniteError(f"non-finite weight gradient at step {step}")
         if grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, grad_clip)
+            if hasattr(nn.utils, "clip_grads_with_norm_"):  # the norm is already known
+                nn.utils.clip_grads_with_norm_(params, grad_clip, norm, foreach=True)
+            else:
+                nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ from fastadl.engine.loop import LoopResult, load_latest, load_state_dicts, run_l
 from fastadl.engine.metrics_log import read
 from fastadl.engine.plots import plot_curves
 from fastadl.engine.precision import Precision
-from fastadl.engine.steps import weight_step
+from fastadl.engine.steps import sgd, weight_step
 from fastadl.engine.train_config import TrainConfig
 from fastadl.genotype import Genotype, GenotypeError
 
@@ -62,9 +62,7 @@ class Training:
         self.model = build_model(cfg, genotype, train_set.num_classes).to(device)
         self.precision = Precision(cfg.amp, device.type)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.SGD(
-            self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
+        self.opt = sgd(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scaler = self.precision.make_scaler()
         forward: nn.Module = self.model
         if dist.world_size() > 1:
