@@ -69,7 +69,9 @@ Args parse_args(int argc, char** argv) {
       std::string v = value();
       char* end = nullptr;
       long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < 1) throw UsageError("--threads needs a positive integer, got " + v);
+      if (v.empty() || *end != '\0' || n < 1) {
+        throw UsageError("--threads needs a positive integer, got " + v);
+      }
       args.threads = static_cast<int>(n);
     } else if (a.size() > 1 && a[0] == '-') {
       throw UsageError("unknown option " + a);

@@ -19,13 +19,15 @@ FittedSize fitted_size(int h, int w, int H, int W) {
 std::vector<uint8_t> segment(ModelPackage& model, const RgbImage& image) {
   const ModelInfo& info = model.info();
   const int h = image.height, w = image.width;
-  // The same float32 operations as fastadl.data.transforms.to_tensors: (x - 255·mean) / (255·std).
+  // The float32 operations of fastadl.data.transforms.to_tensors: (x - 255·mean) / (255·std).
   at::Tensor x = at::from_blob(const_cast<uint8_t*>(image.pixels.data()), {h, w, 3}, at::kByte)
                      .permute({2, 0, 1})
                      .to(at::kFloat);
-  at::Tensor mean = at::tensor(std::vector<float>(info.mean.begin(), info.mean.end())).view({3, 1, 1});
-  at::Tensor std = at::tensor(std::vector<float>(info.std.begin(), info.std.end())).view({3, 1, 1});
-  x = ((x - mean * 255.0) / (std * 255.0)).unsqueeze(0);
+  auto channels = [](const std::vector<double>& v) {
+    return at::tensor(std::vector<float>(v.begin(), v.end())).view({3, 1, 1});
+  };
+  at::Tensor mean = channels(info.mean), stdev = channels(info.std);
+  x = ((x - mean * 255.0) / (stdev * 255.0)).unsqueeze(0);
 
   // Fit: downscale (antialiased bilinear) if larger than the input; pad bottom/right with
   // zeros, i.e. with the mean colour.
@@ -56,7 +58,8 @@ RgbImage overlay(const RgbImage& image, const std::vector<uint8_t>& ids,
   for (size_t p = 0; p < ids.size(); ++p) {
     const Rgb& c = palette[ids[p]];
     for (int ch = 0; ch < 3; ++ch) {
-      float v = keep * static_cast<float>(image.pixels[3 * p + ch]) + mix * static_cast<float>(c[ch]);
+      float v = keep * static_cast<float>(image.pixels[3 * p + ch]) +
+                mix * static_cast<float>(c[ch]);
       out.pixels[3 * p + ch] = static_cast<uint8_t>(std::clamp(std::nearbyint(v), 0.0f, 255.0f));
     }
   }
