@@ -143,7 +143,7 @@ def _export_error(args, capsys) -> str:
     return err
 
 
-def test_export_errors_are_one_line(run_dir, tmp_path, capsys, monkeypatch):
+def test_export_errors_are_one_line(run_dir, tmp_path, capsys):
     out = str(tmp_path / "m.pt2")
     ok = ["--checkpoint", str(run_dir), "--out", out]
 
@@ -173,10 +173,9 @@ def test_export_errors_are_one_line(run_dir, tmp_path, capsys, monkeypatch):
     # no C++ compiler for AOTInductor
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/bin/c++",))
-    err = _export_error([*ok, "--size", "64x64"], capsys)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/bin/c++",)}):
+        err = _export_error([*ok, "--size", "64x64"], capsys)
     assert "C++ compiler" in err and "CXX" in err
-    monkeypatch.undo()
 
     if not torch.cuda.is_available():
         assert "CUDA" in _export_error([*ok, "--size", "64x64", "--device", "cuda"], capsys)
