@@ -148,10 +148,11 @@ def pool3x3_fwd(
     bp, bc = nhwc.blocks(C, _FWD_CFG[0])
     g = nhwc.grid(N * H * W, C, bp, bc)
     partial = torch.empty(g[0], 4 * C, device=x.device, dtype=torch.float32)
-    _pool_fwd_kernel[g](
-        x, mx, av, arg, partial, N * H * W, H, W, C,
-        BLOCK_P=bp, BLOCK_C=bc, num_warps=_FWD_CFG[1],
-    )  # fmt: skip
+    with nhwc.device_guard(x):
+        _pool_fwd_kernel[g](
+            x, mx, av, arg, partial, N * H * W, H, W, C,
+            BLOCK_P=bp, BLOCK_C=bc, num_warps=_FWD_CFG[1],
+        )  # fmt: skip
     return mx, av, sum_rows(partial).view(4, C), arg
 
 
@@ -170,8 +171,10 @@ def pool3x3_bwd(
     stats_grad = dstats is not None
     dstats = dstats.contiguous().float() if stats_grad else dx  # dx: an unread placeholder
     bp, bc = nhwc.blocks(C, _BWD_CFG[0])
-    _pool_bwd_kernel[nhwc.grid(N * H * W, C, bp, bc)](
-        dmax.contiguous(), davg.contiguous(), dstats, mx.contiguous(), av.contiguous(), arg, dx,
-        N * H * W, H, W, C, STATS_GRAD=stats_grad, BLOCK_P=bp, BLOCK_C=bc, num_warps=_BWD_CFG[1],
-    )  # fmt: skip
+    with nhwc.device_guard(arg):
+        _pool_bwd_kernel[nhwc.grid(N * H * W, C, bp, bc)](
+            dmax.contiguous(), davg.contiguous(), dstats, mx.contiguous(), av.contiguous(), arg,
+            dx, N * H * W, H, W, C,
+            STATS_GRAD=stats_grad, BLOCK_P=bp, BLOCK_C=bc, num_warps=_BWD_CFG[1],
+        )  # fmt: skip
     return dx

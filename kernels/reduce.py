@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .nhwc import check_launchable
+from .nhwc import check_launchable, device_guard
 
 # Rows per loop step × columns per program: a [BLOCK_R, BLOCK_M] fp32 accumulator of ≤ 4,096
 # elements. Columns are few (K ≤ 8, or C·taps ≤ 64·68), so programs walk the rows.
@@ -52,7 +52,8 @@ def sum_rows(partials: torch.Tensor, dtype: torch.dtype | None = None) -> torch.
     R, M = partials.shape
     out = torch.empty(M, device=partials.device, dtype=dtype or torch.float32)
     block_m = min(triton.next_power_of_2(M), _MAX_BLOCK_M)
-    _sum_rows_kernel[(triton.cdiv(M, block_m),)](
-        partials, out, R, M, partials.stride(0), BLOCK_R=_BLOCK_R, BLOCK_M=block_m
-    )
+    with device_guard(partials):
+        _sum_rows_kernel[(triton.cdiv(M, block_m),)](
+            partials, out, R, M, partials.stride(0), BLOCK_R=_BLOCK_R, BLOCK_M=block_m
+        )
     return out

@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from fastadl.kernels import dwconv as kernel
+from fastadl.kernels import nhwc
 
 from fastadl.ops.triton_functions import dwconv
 
@@ -47,8 +49,25 @@ def test_dwconv_matches_conv2d(shape, k, dilation, relu):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("k, dilation", [(3, 1), (5, 2)])
+def test_weight_grad_reduction_over_several_programs(k, dilation):
+    """``programs`` forces several partial rows; the last program's tiles run past the pixels."""
+    shape = (3, 6, 7, 11)  # 231 pixels in 15 tiles of 16: 4 rows of 4 tiles, the 16th all tail
+    N, C, H, W = shape
+    bp, bc = nhwc.blocks(C, kernel._WGRAD_CFG[0])
+    grid, tiles = nhwc.reduce_grid(N * H * W, C, bp, bc, torch.device(DEVICE), programs=4)
+    assert grid[0] == 4 and grid[0] * tiles * bp > N * H * W
+    x, g = torch.randn(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
+    w = torch.randn(C, 1, k, k, device=DEVICE)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    expected = torch.autograd.grad(_reference(xr, wr, dilation, True), wr, g)[0]
+    nhwc_ = (t.permute(0, 2, 3, 1) for t in (g, x))
+    got = kernel.dwconv_bwd_weight(*nhwc_, w, dilation, relu=True, programs=4)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_dwconv_is_deterministic():
-    x, g = torch.randn(3, 5, 13, 17, device=DEVICE), torch.randn(3, 5, 13, 17, device=DEVICE)
+    x, g = torch.randn(2, 5, 7, 9, device=DEVICE), torch.randn(2, 5, 7, 9, device=DEVICE)
     w = torch.randn(5, 1, 5, 5, device=DEVICE)
     first, second = (_grads(_triton(2, True), x, w, g) for _ in range(2))
     for a, b in zip(first, second, strict=True):
