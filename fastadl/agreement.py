@@ -1,0 +1,116 @@
+"""Does a fast path compute the reference's function? Outputs and gradients of one run, and
+their comparison with float32 or bfloat16 tolerances.
+
+Used by the `auto` backend's Triton smoke check (fastadl/ops/triton_check.py) and by
+``python -m fastadl.selfcheck``; imports nothing from fastadl, so any layer may use it.
+
+Tolerances (``agree``):
+- float32: elementwise |a − b| ≤ RTOL_FP32·|b| + ATOL_FP32·max|b|, the absolute part scaled by
+  the tensor's largest magnitude: backends sum the same products in different orders, and a
+  gradient through several BatchNorms has entries near zero beside large ones.
+- bfloat16 (autocast): bf16 rounding is part of the function, so a backend is compared with the
+  float32 reference and must stay within BF16_SLACK × the reference's own bf16 error plus
+  BF16_FLOOR (normwise: ‖a − ref32‖ / ‖ref32‖). A backend that computes more in float32 (fused
+  does) passes easily; a wrong kernel misses by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+RTOL_FP32 = 1e-4
+ATOL_FP32 = 2e-5
+BF16_SLACK = 2.0
+BF16_FLOOR = 1e-2
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """No TF32 in matmuls and cuDNN convolutions (torch enables it for cuDNN by default): a
+    float32 comparison on CUDA would otherwise measure TF32's 10-bit mantissa."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def outputs_and_grads(
+    run: Callable[[], Tensor], wrt: Sequence[Tensor], seed: int = 1
+) -> list[Tensor | None]:
+    """[output, ∂L/∂t for t in wrt] with L = ⟨output, g⟩ for a fixed random g (float32).
+
+    Gradients autograd does not reach are None. Everything is returned detached, in float32.
+    """
+    out = run()
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
+    grads = torch.autograd.grad(out, list(wrt), g, allow_unused=True)
+    return [t if t is None else t.detach().float() for t in (out, *grads)]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The worst tensor of a comparison: ``error`` ≤ 1 means within tolerance."""
+
+    error: float  # worst normalised error over all tensors (tolerance = 1)
+    worst: str  # the tensor it came from
+    detail: str  # a readable measure for the report, e.g. "max |Δ| 3.1e-06"
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.error) and self.error <= 1.0
+
+
+def _fp32_error(a: Tensor, b: Tensor) -> tuple[float, str]:
+    diff = (a - b).abs()
+    bound = RTOL_FP32 * b.abs() + ATOL_FP32 * b.abs().max()
+    if not bool(torch.isfinite(a).all()):
+        return math.inf, "non-finite values"
+    over = diff / bound.clamp_min(torch.finfo(torch.float32).tiny)
+    return float(over.max()), f"max |Δ| {float(diff.max()):.2g}"
+
+
+def _relative(a: Tensor, b: Tensor) -> float:
+    if not bool(torch.isfinite(a).all()):
+        return math.inf
+    return float((a - b).norm() / b.norm().clamp_min(torch.finfo(torch.float32).tiny))
+
+
+def agree(
+    got: Sequence[Tensor | None],
+    want: Sequence[Tensor | None],
+    names: Sequence[str],
+    reference_low: Sequence[Tensor | None] | None = None,
+) -> Agreement:
+    """Compare a fast path's tensors ``got`` with the float32 reference's ``want``.
+
+    reference_low: the reference's own tensors under bf16 autocast; given, ``got`` is judged by
+    the bfloat16 rule (see the module docstring), else by the float32 one. A tensor the
+    reference does not reach (None) must be None or zero in ``got`` too.
+    """
+    worst = Agreement(0.0, "", "")
+    low = reference_low if reference_low is not None else [None] * len(want)
+    for name, a, b, r in zip(names, got, want, low, strict=True):
+        if b is None:
+            err = 0.0 if a is None or not bool(a.abs().max() > 0) else math.inf
+            detail = "gradient where the reference has none" if err else ""
+        elif a is None or a.shape != b.shape:
+            err, detail = math.inf, "missing" if a is None else f"shape {tuple(a.shape)}"
+        elif reference_low is None:
+            err, detail = _fp32_error(a, b)
+        else:
+            rel, ref_rel = _relative(a, b), _relative(r, b)
+            err = rel / (BF16_SLACK * ref_rel + BF16_FLOOR)
+            detail = f"rel {rel:.2g} (reference bf16: {ref_rel:.2g})"
+        err = math.inf if math.isnan(err) else err
+        if err > worst.error:
+            worst = Agreement(err, name, detail)
+    return worst
