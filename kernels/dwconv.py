@@ -97,7 +97,8 @@ def _dwconv_bwd_input_kernel(
             acc += g * wv.to(tl.float32)[None, :]
     dst, m = shifted(center, h, w, mask_p, mask_c, H, W, C, 0, 0)
     if RELU:
-        acc = tl.where(tl.load(x_ptr + dst, mask=m, other=0.0) > 0, acc, 0.0)
+        # compared in fp32: the interpreter holds bf16 as raw bits, where `> 0` is wrong
+        acc = tl.where(tl.load(x_ptr + dst, mask=m, other=0.0).to(tl.float32) > 0, acc, 0.0)
     tl.store(dx_ptr + dst, acc, mask=m)
 
 

@@ -200,7 +200,8 @@ def _edge_dwconv_bwd_input_kernel(
         dy_e += 4 * P * C
         w_s3, w_s5, w_d3, w_d5 = w_s3 + 9 * C, w_s5 + 25 * C, w_d3 + 9 * C, w_d5 + 25 * C
     dst, m = shifted(center, h, w, mask_p, mask_c, H, W, C, 0, 0)
-    dx = tl.where(tl.load(x_ptr + dst, mask=m, other=0.0) > 0, dx, 0.0)
+    # compared in fp32: the interpreter holds bf16 as raw bits, where `> 0` is wrong
+    dx = tl.where(tl.load(x_ptr + dst, mask=m, other=0.0).to(tl.float32) > 0, dx, 0.0)
     tl.store(dx_ptr + dst, dx, mask=m)
 
 

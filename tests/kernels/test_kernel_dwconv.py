@@ -66,6 +66,22 @@ def test_weight_grad_reduction_over_several_programs(k, dilation):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_activations_with_float32_filters(dtype):
+    """What autocast hands the kernels: half-precision x and dout, float32 filters. Products
+    accumulate in float32, so the result is the float32 conv of the rounded inputs up to the
+    output's rounding."""
+    x = torch.randn(2, 4, 7, 9, device=DEVICE).to(dtype)
+    g = torch.randn(2, 4, 7, 9, device=DEVICE).to(dtype)
+    w = torch.randn(4, 1, 5, 5, device=DEVICE)
+    got = _grads(_triton(2, True), x, w, g)
+    expected = _grads(lambda x, w: _reference(x, w, 2, True), x.float(), w, g.float())
+    assert got[0].dtype == got[1].dtype == dtype and got[2].dtype == torch.float32
+    for name, a, b in zip(("out", "dx", "dweight"), got, expected, strict=True):
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-2 * b.abs().max().item(),
+                                   msg=lambda m, n=name: f"{n}: {m}")  # fmt: skip
+
+
 def test_dwconv_is_deterministic():
     x, g = torch.randn(2, 5, 7, 9, device=DEVICE), torch.randn(2, 5, 7, 9, device=DEVICE)
     w = torch.randn(5, 1, 5, 5, device=DEVICE)

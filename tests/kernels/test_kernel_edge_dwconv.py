@@ -119,6 +119,20 @@ def test_weight_grad_reduction_over_several_programs(E, shape, programs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_bfloat16_activations_with_float32_filters():
+    """Autocast's inputs: bf16 x and dy, float32 filters (float32 accumulation inside)."""
+    x = torch.randn(2, 3, 5, 7, device=DEVICE).bfloat16()
+    g = torch.randn(2, 4, 2, 5, 7, 3, device=DEVICE).bfloat16()
+    banks = _banks(2, 3)
+    got = _grads(_triton_multi, x, banks, g)
+    expected = _grads(_reference_multi, x.float(), banks, g.float())
+    for name, a, b in zip(NAMES, got, expected, strict=True):
+        atol = 2e-2 * b.abs().max().item()
+        torch.testing.assert_close(
+            a.float(), b, rtol=2e-2, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
 def test_edge_dwconv_is_deterministic():
     x, g = torch.randn(2, 3, 5, 7, device=DEVICE), torch.randn(2, 4, 2, 5, 7, 3, device=DEVICE)
     banks = _banks(2, 3)
