@@ -12,6 +12,13 @@ compile for the GPU (e.g. a P100: Triton needs compute capability 7.0+), raises,
 with the reference, ``auto`` uses ``fused`` on that device and warns once, naming the reason and
 ``python -m fastadl.selfcheck``. An explicit ``backend="triton"`` is never second-guessed.
 
+Verdicts are cached in memory per device and on disk per GPU model, torch, Triton and kernel
+source (``~/.cache/fastadl/triton_verdicts.json``; ``$FASTADL_CACHE_DIR`` or
+``$XDG_CACHE_HOME/fastadl`` move it): later processes skip the check, and a failure found by
+``python -m fastadl.selfcheck`` (which also runs the paper's real shapes) stops ``auto`` from
+picking triton in every later process too, until a self-check passes there again or the
+kernels change. Deleting the file forgets every verdict.
+
 Inside torch.compile tracing a check cannot run: ``auto`` then uses the cached verdict, or
 ``fused`` if the device has not been checked yet (call ``triton_verdict(device)`` before
 compiling to let ``auto`` pick triton there).
@@ -20,8 +27,13 @@ compiling to let ``auto`` pick triton there).
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import json
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -48,26 +60,89 @@ def _key(device: torch.device) -> tuple[str, int]:
     return device.type, index
 
 
-def record_verdict(device: torch.device, verdict: Verdict) -> None:
-    """Set what ``auto`` believes about Triton on ``device`` (the self-check records its own)."""
+def verdicts_path() -> Path:
+    """Where verdicts persist across processes (see the module docstring)."""
+    root = os.environ.get("FASTADL_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastadl"
+    return Path(root) / "triton_verdicts.json"
+
+
+@functools.cache
+def _kernel_sources_digest() -> str:
+    import fastadl.kernels as kernels
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(kernels.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _identity(device: torch.device) -> str:
+    """What a verdict is valid for: GPU model, capability, torch, Triton, kernel sources."""
+    import triton
+
+    name = torch.cuda.get_device_name(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    return (
+        f"{name} sm_{major}{minor} | torch {torch.__version__} | triton {triton.__version__} "
+        f"| kernels {_kernel_sources_digest()}"
+    )
+
+
+def _read_stored(device: torch.device) -> Verdict | None:
+    try:
+        stored = json.loads(verdicts_path().read_text())[_identity(device)]
+        return Verdict(bool(stored["ok"]), str(stored.get("reason", "")))
+    except Exception:  # noqa: BLE001 - no file, no entry, unreadable, no triton: not known
+        return None
+
+
+def _store(device: torch.device, verdict: Verdict, source: str) -> None:
+    """Best effort: a read-only or full home directory only costs the next process a check."""
+    path = verdicts_path()
+    try:
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        entry = {"ok": verdict.ok, "reason": verdict.reason, "source": source}
+        stored[_identity(device)] = entry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(stored, indent=1) + "\n")
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def record_verdict(device: torch.device, verdict: Verdict, source: str = "") -> None:
+    """Set what ``auto`` believes about Triton on ``device`` in this process and, for a CUDA
+    device, in later ones (``source`` says who found it, e.g. the self-check)."""
+    device = torch.device(device)
     _VERDICTS[_key(device)] = verdict
+    if device.type == "cuda":
+        _store(device, verdict, source)
 
 
 def triton_verdict(device: torch.device) -> Verdict:
-    """The cached verdict for ``device``; the first call runs smoke_check (and warns on failure)."""
+    """The cached verdict for ``device``; the first call per process reads the stored one or
+    runs smoke_check (and warns when triton is ruled out)."""
     key = _key(torch.device(device))
     verdict = _VERDICTS.get(key)
     if verdict is not None:
         return verdict
     if torch.compiler.is_compiling():  # no kernels can run while tracing; decide later
         return Verdict(False, "not checked yet (first use was inside torch.compile)")
-    verdict = smoke_check(torch.device(*key))
+    device = torch.device(*key)
+    verdict = _read_stored(device) if device.type == "cuda" else None
+    if verdict is None:
+        verdict = smoke_check(device)
+        if device.type == "cuda":
+            _store(device, verdict, "smoke check")
     _VERDICTS[key] = verdict
     if not verdict.ok:
         warnings.warn(
             f"fastadl: backend 'auto' uses 'fused' on {key[0]}:{key[1]}: the Triton kernels "
-            f"failed their smoke check ({verdict.reason}); run `python -m fastadl.selfcheck "
-            f"--device {key[0]}:{key[1]}` for details",
+            f"failed a check there ({verdict.reason}); run `python -m fastadl.selfcheck "
+            f"--device {key[0]}:{key[1]}` for details (verdicts are kept in {verdicts_path()})",
             RuntimeWarning,
             stacklevel=2,
         )

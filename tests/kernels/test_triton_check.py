@@ -12,8 +12,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (con
 
 
 @pytest.fixture
-def fresh_verdicts(monkeypatch):
+def fresh_verdicts(monkeypatch, tmp_path):
+    """No verdicts in memory, none stored (and none written outside tmp_path)."""
     monkeypatch.setattr(triton_check, "_VERDICTS", {})
+    monkeypatch.setenv("FASTADL_CACHE_DIR", str(tmp_path))
 
 
 @pytest.fixture
@@ -76,3 +78,32 @@ def test_smoke_check_turns_a_crash_into_a_verdict(monkeypatch):
     monkeypatch.setattr(triton_backend, "triton_mixed_op", crash)
     verdict = triton_check.smoke_check(torch.device(DEVICE))
     assert verdict == triton_check.Verdict(False, "RuntimeError: PTX assembly failed")
+
+
+@pytest.fixture
+def stored_verdicts(monkeypatch, fake_checks):
+    """Verdicts persist (in tmp_path) for a fake GPU model."""
+    monkeypatch.setattr(triton_check, "_identity", lambda device: f"Fake GPU {device.index}")
+    return fake_checks
+
+
+def test_a_verdict_persists_for_later_processes(stored_verdicts, monkeypatch):
+    assert auto_backend(torch.device("cuda", 0)) == "triton"  # checked, and stored
+    # the self-check finds a failure at the paper's shapes and records it
+    failed = triton_check.Verdict(False, "selfcheck: edge s4 bf16 off")
+    triton_check.record_verdict(torch.device("cuda", 0), failed, "selfcheck")
+    monkeypatch.setattr(triton_check, "_VERDICTS", {})  # a new process
+    with pytest.warns(RuntimeWarning, match="selfcheck: edge s4 bf16 off"):
+        assert auto_backend(torch.device("cuda", 0)) == "fused"
+    assert stored_verdicts == [torch.device("cuda", 0)]  # the later process ran no check
+    assert "selfcheck" in triton_check.verdicts_path().read_text()
+
+
+def test_an_unwritable_cache_costs_only_a_check(stored_verdicts, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTADL_CACHE_DIR", str(blocker / "sub"))  # cannot be created
+    assert auto_backend(torch.device("cuda", 0)) == "triton"
+    monkeypatch.setattr(triton_check, "_VERDICTS", {})
+    assert auto_backend(torch.device("cuda", 0)) == "triton"
+    assert len(stored_verdicts) == 2
