@@ -43,14 +43,17 @@ def _sum_rows_kernel(
     tl.store(out_ptr + cols, tl.sum(acc, axis=0), mask=mask_m)
 
 
-def sum_rows(partials: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def sum_rows(
+    partials: torch.Tensor, dtype: torch.dtype | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """partials: (R, M) fp32 with unit column stride (a column slice of a wider buffer is fine)
-    → (M,) column sums (in ``dtype``, default fp32)."""
+    → (M,) column sums (in ``dtype``, default fp32), written into ``out`` (contiguous) if given."""
     check_launchable(partials)
     if partials.stride(1) != 1:
         partials = partials.contiguous()
     R, M = partials.shape
-    out = torch.empty(M, device=partials.device, dtype=dtype or torch.float32)
+    if out is None:
+        out = torch.empty(M, device=partials.device, dtype=dtype or torch.float32)
     block_m = min(triton.next_power_of_2(M), _MAX_BLOCK_M)
     with device_guard(partials):
         _sum_rows_kernel[(triton.cdiv(M, block_m),)](

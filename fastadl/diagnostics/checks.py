@@ -25,16 +25,19 @@ class Row:
     detail: str = ""
 
 
-def _precision(dtype: str, device: torch.device):
-    if dtype == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return exact_fp32() if device.type == "cuda" else contextlib.nullcontext()
-
-
 def run_case(case: Case, dtype: str, device: torch.device) -> tuple[list[str], list]:
-    """(names, tensors): output and gradients of one forward + backward, then the buffers."""
-    with _precision(dtype, device):
-        tensors = outputs_and_grads(case.forward, case.wrt())
+    """(names, tensors): output and gradients of one forward + backward, then the buffers
+    (BatchNorm statistics: O(1) quantities, compared with an absolute floor of 1).
+
+    bf16: autocast around the forward only, the backward outside it, as the search loop runs.
+    """
+
+    def forward():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            return case.forward()
+
+    with exact_fp32() if device.type == "cuda" else contextlib.nullcontext():
+        tensors = outputs_and_grads(forward, case.wrt())
     names, buffers = case.buffers()
     return case.names + names, tensors + buffers
 
@@ -73,7 +76,8 @@ def agreement_rows(
                 if got_names != names:
                     raise RuntimeError(f"a different set of tensors: {got_names[:3]}…")
                 low = want[dtype][1] if dtype == "bf16" else None
-                result: Agreement = agree(got, want["fp32"][1], names, low)
+                floors = [float(n.startswith("buffer ")) for n in names]
+                result: Agreement = agree(got, want["fp32"][1], names, low, floors)
             except Exception as e:  # noqa: BLE001 - a crash is this backend's FAIL, not ours
                 first = (str(e).strip().splitlines() or [""])[0][:160]
                 rows.append(

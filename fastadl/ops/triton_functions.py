@@ -206,29 +206,30 @@ def _pool3x3(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 @_pool3x3.register_fake
 def _(x):
-    stats = _empty(x, (4, x.shape[-1]), torch.float32)
+    stats = _empty(x, (6, x.shape[-1]), torch.float32)
     return _empty(x), _empty(x), stats, _empty(x, dtype=torch.int8)
 
 
 @torch.library.custom_op("fastadl::pool3x3_backward", mutates_args=())
 def _pool3x3_backward(
-    dmax: Tensor, davg: Tensor, dstats: Tensor, mx: Tensor, av: Tensor, arg: Tensor
+    dmax: Tensor, davg: Tensor, dstats: Tensor, mx: Tensor, av: Tensor, arg: Tensor, stats: Tensor
 ) -> Tensor:
-    return _pool.pool3x3_bwd(dmax, davg, dstats, mx, av, arg)
+    return _pool.pool3x3_bwd(dmax, davg, dstats, mx, av, arg, stats)
 
 
 @_pool3x3_backward.register_fake
-def _(dmax, davg, dstats, mx, av, arg):
+def _(dmax, davg, dstats, mx, av, arg, stats):
     return _empty(dmax)
 
 
 def _pool3x3_setup(ctx, inputs, output):
-    mx, av, _, arg = output
-    ctx.save_for_backward(mx, av, arg)
+    mx, av, stats, arg = output
+    ctx.save_for_backward(mx, av, arg, stats)
 
 
 def _pool3x3_grad(ctx, dmax, davg, dstats, _darg):
-    # autograd hands zeros (never None) for outputs the caller did not use; argmax has no grad
+    # autograd hands zeros (never None) for outputs the caller did not use; argmax has no
+    # grad, and the shift rows of stats are constants (kernels/pool.py)
     return _pool3x3_backward(dmax, davg, dstats, *ctx.saved_tensors)
 
 
@@ -237,7 +238,9 @@ _pool3x3.register_autograd(_pool3x3_grad, setup_context=_pool3x3_setup)
 
 def pool3x3(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """x: (N, H, W, C) → (max, avg, stats): the 3×3 stride-1 max pool and avg pool
-    (count_include_pad=False), both (N, H, W, C), and stats (4, C) fp32 holding per channel
-    Σ max, Σ max², Σ avg, Σ avg² over N·H·W (what the pools' BatchNorms need)."""
+    (count_include_pad=False), both (N, H, W, C), and stats (6, C) fp32 holding per channel
+    Σ (max − m₀), Σ (max − m₀)², Σ (avg − a₀), Σ (avg − a₀)² over N·H·W, then m₀ and a₀ (the
+    pools at pixel 0): what the pools' BatchNorms need, shifted so that their variance stays
+    accurate in float32 (kernels/pool.py)."""
     mx, av, stats, _ = _pool3x3(x.contiguous())
     return mx, av, stats
