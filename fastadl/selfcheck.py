@@ -49,7 +49,7 @@ def make_plan(quick: bool, cuda: bool, reps: int | None):
     from fastadl.diagnostics.workloads import NetSpec
 
     if quick:  # tiny: the Triton interpreter runs these in about a minute on one CPU core
-        net = NetSpec(1, 2, 2, 2, 2, 9, 11)
+        net = NetSpec(1, 2, 1, 2, 2, 9, 11)  # one block: 2 edges per cell, stem to heads
         plan = Plan({"odd 2×3×5×6": (2, 3, 5, 6), "1×4×3×3": (1, 4, 3, 3)}, (3, 2, (2, 5, 6)),
                     net, net, "odd 2×3×5×6", (3, 3, 2))  # fmt: skip
     else:

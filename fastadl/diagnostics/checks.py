@@ -26,8 +26,7 @@ class Row:
 
 
 def run_case(case: Case, dtype: str, device: torch.device) -> tuple[list[str], list]:
-    """(names, tensors): output and gradients of one forward + backward, then the buffers
-    (BatchNorm statistics: O(1) quantities, compared with an absolute floor of 1).
+    """(names, tensors): output and gradients of one forward + backward, then the buffers.
 
     bf16: autocast around the forward only, the backward outside it, as the search loop runs.
     """
@@ -76,8 +75,7 @@ def agreement_rows(
                 if got_names != names:
                     raise RuntimeError(f"a different set of tensors: {got_names[:3]}…")
                 low = want[dtype][1] if dtype == "bf16" else None
-                floors = [float(n.startswith("buffer ")) for n in names]
-                result: Agreement = agree(got, want["fp32"][1], names, low, floors)
+                result: Agreement = agree(got, want["fp32"][1], names, low)
             except Exception as e:  # noqa: BLE001 - a crash is this backend's FAIL, not ours
                 first = (str(e).strip().splitlines() or [""])[0][:160]
                 rows.append(

@@ -151,9 +151,21 @@ def print_timing(table, backends, reps) -> None:
         print(label.ljust(width) + "".join(cells) + f"   ({n} reps)")
 
 
+def triton_verdict_from(rows: list[Row]):
+    """What the self-check's rows say about triton on this device (for ``auto``)."""
+    from fastadl.ops.triton_check import Verdict
+
+    bad = [r for r in rows if r.backend == "triton" and r.status == "FAIL"]
+    if not bad:
+        return Verdict(True)
+    return Verdict(
+        False, f"selfcheck: {bad[0].check} {bad[0].dtype}: {bad[0].worst} {bad[0].detail}".strip()
+    )
+
+
 def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progress: bool) -> bool:
     from fastadl.ops.mixed import auto_backend
-    from fastadl.ops.triton_check import Verdict, record_verdict
+    from fastadl.ops.triton_check import record_verdict
 
     usable, interpreted, why = triton_status(device, quick)
     fast = ["fused"] + (["triton"] if usable else [])
@@ -167,7 +179,7 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
     )
     print(
         f"backends: reference (ground truth), {', '.join(fast)}"
-        + (" (triton interpreted)" if interpreted else "")
+        + (" (interpreted)" if interpreted else "")
     )
     rows: list[Row] = []
     if not usable:
@@ -190,19 +202,11 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
             print("(triton is not timed under the interpreter)")
 
     failed = [r for r in rows if r.status == "FAIL"]
-    triton_failed = [r for r in failed if r.backend == "triton"]
+    verdict = triton_verdict_from(rows)
     if usable and device.type == "cuda":
-        verdict = (
-            Verdict(True)
-            if not triton_failed
-            else Verdict(
-                False,
-                f"selfcheck: {triton_failed[0].check} {triton_failed[0].dtype}: {triton_failed[0].worst}",
-            )
-        )
         record_verdict(device, verdict, f"python -m fastadl.selfcheck (pid {os.getpid()})")
     print(f"\nauto on {device}: {auto_backend(device)}")
-    if triton_failed and device.type == "cuda":
+    if not verdict.ok and device.type == "cuda":
         print("triton FAILED here: auto will not pick it on this device (recorded for later runs)")
     checked = sum(r.status != "SKIP" for r in rows)
     if failed:
