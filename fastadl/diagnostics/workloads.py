@@ -142,9 +142,11 @@ def fwd_bwd_step(case: Case, device: torch.device) -> Callable[[], None]:
     return step
 
 
-def search_iteration(net: SuperNet, spec: NetSpec, device: torch.device, amp: str = "off"):
+def search_iteration(
+    net: SuperNet, spec: NetSpec, device: torch.device, amp: str = "off", arch: bool = True
+):
     """A closure running one search iteration as the search loop does (fastadl/engine): an SGD
-    step on the weights with one batch, then an Adam step on α and β with another."""
+    step on the weights with one batch, then (``arch``) an Adam step on α and β with another."""
     from fastadl.diagnostics.timing import synchronize
     from fastadl.engine.architect import Architect
     from fastadl.engine.precision import Precision
@@ -158,16 +160,17 @@ def search_iteration(net: SuperNet, spec: NetSpec, device: torch.device, amp: st
     labels = (spec.batch, spec.height, spec.width)
     ya, yb = (torch.randint(spec.classes, labels, generator=gen).to(device) for _ in range(2))
     precision = Precision(amp, device.type)
-    arch, weights = net.arch_parameters(), net.weight_parameters()
+    arch_params, weights = net.arch_parameters(), net.weight_parameters()
     # small learning rates: repeated timing steps must stay finite, not learn
     w_opt = torch.optim.SGD(weights, lr=1e-4, momentum=0.9, weight_decay=3e-4)
     scaler = precision.make_scaler()
-    architect = Architect(net, arch, 1e-4, (0.9, 0.999), 1e-3, precision)
+    architect = Architect(net, arch_params, 1e-4, (0.9, 0.999), 1e-3, precision)
 
     def step() -> None:
-        with frozen(arch):
+        with frozen(arch_params):
             weight_step(net, xa, ya, w_opt, scaler, precision, weights, 1, 1, 5.0)
-        architect.step(xb, yb, 1)
+        if arch:
+            architect.step(xb, yb, 1)
         synchronize(device)
 
     return step
