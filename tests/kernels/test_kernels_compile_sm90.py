@@ -74,7 +74,7 @@ SCRIPT = textwrap.dedent(
             edge_dwconv.edge_dwconv_fwd(x, *banks)
             edge_dwconv.edge_dwconv_bwd(torch.randn(E, 4, *x.shape).to(dtype), x, *banks)
         mx, av, stats, arg = pool.pool3x3_fwd(x)
-        pool.pool3x3_bwd(x, x, stats, mx, av, arg)
+        pool.pool3x3_bwd(x, x, stats, mx, av, arg, stats)
         ys = torch.randn(7, *x.shape).to(dtype)
         weighted_sum.weighted_sum_fwd(ys, torch.randn(7))
         weighted_sum.weighted_sum_bwd(x, ys, torch.randn(7))
