@@ -11,12 +11,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from fastadl import SuperNet, cost
 from fastadl.diagnostics.counting import LAUNCHES, count, flop_formulas
 from fastadl.diagnostics.measure import measure_pieces
-from fastadl.diagnostics.pieces import SearchShape, iteration_flops, iteration_pieces
+from fastadl.diagnostics.pieces import iteration_flops, iteration_pieces
+from fastadl.diagnostics.workloads import NetSpec
 
-SMALL = SearchShape(3, 1, 2, 3, 2, 33, 35)  # all four levels, the stride-4 H^{l-2} corner, odd
+SMALL = NetSpec(3, 1, 2, 3, 2, 33, 35)  # all four levels, the stride-4 H^{l-2} corner, odd
 
 
-def _counted_flops(s: SearchShape) -> tuple[int, int, int]:
+def _counted_flops(s: NetSpec) -> tuple[int, int, int]:
     """(forward, weight-step backward, α/β-step backward) FLOPs of the reference SuperNet."""
     with torch.device("meta"):
         net = SuperNet(s.classes, layers=s.layers, filter_multiplier=s.filter_multiplier,
@@ -55,7 +56,7 @@ def test_flops_match_torch_flop_counter_on_the_reference_path():
 def test_piece_counts_add_up_to_the_whole_network(backend, one_thread):
     """The pieces leave out the β-weighted sums, the softmaxes and autograd's gradient
     accumulation between pieces: a few per cent of the launches and bytes."""
-    s = SearchShape(6, 1, 1, 3, 2, 17, 19)  # layer 6 runs the repeating layer's modules
+    s = NetSpec(6, 1, 1, 3, 2, 17, 19)  # layer 6 runs the repeating layer's modules
     pieces = measure_pieces(s, iteration_pieces(s), backend)
     with FakeTensorMode():
         net = SuperNet(3, layers=6, filter_multiplier=1, block_multiplier=1, backend=backend)

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from fastadl.diagnostics.counting import Counts
 from fastadl.diagnostics.gpus import GPUS, GRAPH_LAUNCH_US, step_seconds
 from fastadl.diagnostics.measure import measure_pieces
-from fastadl.diagnostics.pieces import SearchShape, iteration_flops, iteration_pieces
+from fastadl.diagnostics.pieces import iteration_flops, iteration_pieces
+from fastadl.diagnostics.workloads import NetSpec
 
 DAY = 86400.0
 PAPER_DAYS = 3.0  # the paper: about 3 days on one P100 (shared/AUTO_DEEPLAB.md §3)
@@ -74,13 +75,12 @@ def _table(head: list[str], rows: list[list[str]]) -> None:
         )
 
 
-def _timed(run: CostRun, shape: SearchShape, backends: list[str], progress: bool):
+def _timed(run: CostRun, shape: NetSpec, backends: list[str], progress: bool):
     """backend → (seconds per weight step, per α/β step, peak MiB or None), timed for real."""
     from fastadl.diagnostics.timing import interleaved_medians
-    from fastadl.diagnostics.workloads import NetSpec, search_iteration
+    from fastadl.diagnostics.workloads import search_iteration
 
-    spec = NetSpec(shape.layers, shape.filter_multiplier, shape.block_multiplier, shape.classes,
-                   shape.batch, shape.height, shape.width)  # fmt: skip
+    spec = shape
     out = {}
     for b in tqdm(backends, desc="timing", disable=not progress, leave=False):
         if b == "triton" and run.device.type != "cuda":
@@ -103,7 +103,7 @@ def _timed(run: CostRun, shape: SearchShape, backends: list[str], progress: bool
 
 def run_cost(run: CostRun, progress: bool = True) -> dict:
     cfg = run.cfg
-    shape = SearchShape(cfg.layers, cfg.filter_multiplier, cfg.block_multiplier, run.classes,
+    shape = NetSpec(cfg.layers, cfg.filter_multiplier, cfg.block_multiplier, run.classes,
                         cfg.batch_size, cfg.crop_size, cfg.crop_size)  # fmt: skip
     sched = schedule(cfg, run.train_images)
     pieces = iteration_pieces(shape)

@@ -22,12 +22,13 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fastadl.diagnostics.counting import Counts, count
-from fastadl.diagnostics.pieces import REPEATING_LAYER, Piece, SearchShape
+from fastadl.diagnostics.pieces import REPEATING_LAYER, Piece
+from fastadl.diagnostics.workloads import NetSpec
 from fastadl.nn import SuperNet
 from fastadl.nn.supernet import level_sizes
 
 
-def _call(net: SuperNet, p: Piece, s: SearchShape) -> tuple[list[nn.Parameter], Callable]:
+def _call(net: SuperNet, p: Piece, s: NetSpec) -> tuple[list[nn.Parameter], Callable]:
     """The parameters a piece uses and a function running it on its inputs."""
     if p.kind == "stem":
         return [*net.stem0.parameters(), *net.stem1.parameters()], lambda x: net.stem1(net.stem0(x))
@@ -55,7 +56,7 @@ def _call(net: SuperNet, p: Piece, s: SearchShape) -> tuple[list[nn.Parameter], 
     return list(pre.parameters()), pre
 
 
-def _measure(net: SuperNet, p: Piece, s: SearchShape, step: str) -> Counts:
+def _measure(net: SuperNet, p: Piece, s: NetSpec, step: str) -> Counts:
     params, run = _call(net, p, s)
     inputs = [torch.empty(shape).requires_grad_(p.kind != "stem") for shape in p.shapes]
     if p.kind == "cell":  # the softmaxed α: requires grad in the α/β step only
@@ -76,7 +77,7 @@ def _measure(net: SuperNet, p: Piece, s: SearchShape, step: str) -> Counts:
 
 
 def measure_pieces(
-    s: SearchShape, pieces: list[Piece], backend: str, progress: Callable[[], None] = lambda: None
+    s: NetSpec, pieces: list[Piece], backend: str, progress: Callable[[], None] = lambda: None
 ) -> dict[str, Counts]:
     """Per step kind ("weight", "arch"), the whole iteration's counts under ``backend``."""
     totals = {"weight": Counts(), "arch": Counts()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastadl.cell_topology import num_edges
+from fastadl.diagnostics.workloads import NetSpec
 from fastadl.nn.supernet import STEM0_LEVEL, level_sizes
 from fastadl.ops.primitives import PRIMITIVES
 from fastadl.trellis import COARSER, FINER, SAME, incoming, levels_at
@@ -60,19 +61,6 @@ class Piece:
         return (self.kind, self.layer, self.level, self.path, self.shapes, self.arch_inputs)
 
 
-@dataclass(frozen=True)
-class SearchShape:
-    """The search setting a cost is computed for."""
-
-    layers: int
-    filter_multiplier: int
-    block_multiplier: int
-    classes: int
-    batch: int
-    height: int
-    width: int
-
-
 def node_channels(level: int, F: int, B: int) -> int:
     """Channels of a node's output (stem0's for STEM0_LEVEL), as the SuperNet builds them."""
     return max(1, B * F // 2) if level == STEM0_LEVEL else B * F * 2**level
@@ -101,7 +89,8 @@ def _reduce_convs(c_in, C, steps, n, sizes, level, arch_dep) -> list[Conv]:
     return out
 
 
-def iteration_pieces(s: SearchShape) -> list[Piece]:
+def iteration_pieces(s: NetSpec) -> list[Piece]:
+    """The pieces of one forward of the SuperNet ``s`` describes, with their multiplicities."""
     F, B, n = s.filter_multiplier, s.block_multiplier, s.batch
     sizes = level_sizes(s.height, s.width)
     half = node_channels(STEM0_LEVEL, F, B)
