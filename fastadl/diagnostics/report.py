@@ -169,11 +169,7 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
 
     usable, interpreted, why = triton_status(device, quick)
     fast = ["fused"] + (["triton"] if usable else [])
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu"
-    )
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     print(
         f"fastadl self-check: {device} ({name}), torch {torch.__version__}, threads={torch.get_num_threads()}"
     )
@@ -194,7 +190,9 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
     print()
     print_rows(rows)
 
+    broken = {r.backend for r in rows if r.status == "FAIL"}  # a wrong backend is not timed
     timed = [b for b in ("reference", *fast) if not (b == "triton" and interpreted)]
+    timed = [b for b in timed if b == "reference" or b not in broken]
     if timing:
         table = timing_table(device, plan, timed, progress)
         print_timing(table, timed, plan.reps)
