@@ -16,6 +16,7 @@ setup(
         "fastadl.data",
         "fastadl.engine",
         "fastadl.kernels",
+        "fastadl.diagnostics",
     ],
     install_requires=[
         "torch>=2.4",
