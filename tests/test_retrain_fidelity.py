@@ -16,6 +16,7 @@ from fastadl.nn.batchnorm import batchnorms
 from fastadl.nn.decoder import ASPP
 
 GENOTYPE = paper_prefix(4)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(preset: str = "tiny", **changes) -> TrainConfig:
