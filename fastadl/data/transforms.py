@@ -99,8 +99,12 @@ def resize_crop(
     elif nh and nw:
         y0, y1, wy = _linear_taps(top, nh, H, Hs)
         x0, x1, wx = _linear_taps(left, nw, W, Ws)
-        rows = torch.lerp(image[:, y0], image[:, y1], wy[:, None])
-        out[:, :nh, :nw] = torch.lerp(rows[:, :, x0], rows[:, :, x1], wx)
+        # Only the source rows/columns the window reads (taps are sorted): a 321 crop of a
+        # 2048-wide frame gathers ~650 columns, not 2048.
+        r0, c0 = int(y0[0]), int(x0[0])
+        src = image[:, r0 : int(y1[-1]) + 1, c0 : int(x1[-1]) + 1]
+        rows = torch.lerp(src[:, y0 - r0], src[:, y1 - r0], wy[:, None])
+        out[:, :nh, :nw] = torch.lerp(rows[:, :, x0 - c0], rows[:, :, x1 - c0], wx)
     if nh and nw:
         ny, nx = _nearest_taps(top, nh, H, Hs), _nearest_taps(left, nw, W, Ws)
         out_mask[:nh, :nw] = mask[ny][:, nx]
