@@ -53,11 +53,11 @@ def build_dataset(
 ) -> SegmentationDataset:
     """The ``split`` ("train" or "val") of dataset ``name`` (one of DATASETS).
 
-    ``resize`` (None or identity: the files' size) resizes every image (bilinear) and mask
-    (nearest) first, for training before the random scale and crop, for evaluation as the
-    whole transform. train=True: random scale (``scale_range``, default per dataset: 0.5–2.0 for real data,
+    train=True: random scale (``scale_range``, default per dataset: 0.5–2.0 for real data,
     0.75–1.25 for synthetic), random ``crop_size`` crop padded with 0 / 255, random horizontal
-    flip. train=False: full images, no randomness (``crop_size`` is not used).
+    flip. train=False: full images, no randomness (``crop_size`` is not used). ``resize``
+    (None or identity: the files' size) resizes every image (bilinear) and mask (nearest)
+    first: for training before the random scale and crop, for evaluation as the whole transform.
     ``seed`` fixes the synthetic scenes; ``root`` is ignored for synthetic. Extra keyword
     arguments go to the dataset (synthetic: ``image_size``, ``num_images``).
     Raises ValueError for an unknown name or split, DatasetError for a missing root or bad files.
