@@ -19,7 +19,15 @@ from fastadl.nn.aspp import SearchASPP
 from fastadl.nn.cell import SearchCell
 from fastadl.nn.transitions import Reduce, ReLUConvBN, UpsampleReLUConvBN
 from fastadl.ops.primitives import PRIMITIVES
-from fastadl.trellis import COARSER, FINER, SAME, incoming, levels_at, normalize_betas
+from fastadl.trellis import (
+    COARSER,
+    FINER,
+    SAME,
+    at_least_float32,
+    incoming,
+    levels_at,
+    normalize_betas,
+)
 
 STEM0_LEVEL = -1  # stem0's output, at downsample 2, is H^{l-2} of layer 1
 
@@ -182,7 +190,7 @@ class SuperNet(nn.Module):
         H, W = x.shape[-2:]
         sizes = level_sizes(H, W)
         # α and β stay float32 under autocast (their softmax feeds every edge).
-        weights = self.alphas.float().softmax(dim=-1)
+        weights = self.alphas.to(at_least_float32(self.alphas)).softmax(dim=-1)
         betas = self.normalized_betas()
         s0 = self.stem0(x)
         prev_prev = {STEM0_LEVEL: s0}
