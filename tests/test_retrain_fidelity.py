@@ -14,6 +14,7 @@ from fastadl.engine.train_config import TrainConfig
 from fastadl.nn.autodeeplab import AutoDeepLab
 from fastadl.nn.batchnorm import batchnorms
 from fastadl.nn.decoder import ASPP
+from fastadl.nn.fold_batchnorm import count_batchnorms, fold_batchnorm
 
 GENOTYPE = paper_prefix(4)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,6 +91,20 @@ def test_unit_range_input_is_tf_preprocessing_of_the_pixels():
     plain.load_state_dict(tf_model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(tf_model(x[None]), plain(tf_input[None]), rtol=1e-4, atol=1e-4)
+
+
+def test_tf_preset_network_folds_and_exports_with_its_input_affine():
+    """Export folds every BN (epsilon 1e-3 included) and traces the [-1, 1] affine into the
+    graph, so an exported package takes the same ImageNet-normalised input as evaluate."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("cityscapes"), GENOTYPE, 5).eval()
+    x = torch.randn(1, 3, 37, 45)
+    with torch.no_grad():
+        expected = model(x)
+        fold_batchnorm(model)
+        assert count_batchnorms(model) == 0
+        exported = torch.export.export(model, (x,)).module()
+        torch.testing.assert_close(exported(x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_configs_saved_before_these_fields_load_with_pytorch_defaults():
