@@ -151,8 +151,12 @@ class Search:
         return {**fields, "images": xa.shape[0]}
 
     def validate(self, epoch: int) -> dict:
+        # val_bn "batch": every cell evaluation normalises with its own path's batch statistics
+        # (as in the training and architecture steps) instead of one running average that the
+        # 2-3 paths into a node share (config.py's paper preset says which one and why).
+        batch_stats = self.cfg.val_bn == "batch"
         miou, acc = validation_scores(
-            self.model, self.val_set, self.cfg, self.device, self.precision
+            self.model, self.val_set, self.cfg, self.device, self.precision, batch_stats
         )
         self.genotype = self.model.genotype()
         return {"val_miou": miou, "val_pixel_acc": acc, "genotype": self.genotype.to_dict()}
