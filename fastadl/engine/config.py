@@ -42,6 +42,16 @@ class SearchConfig(LoopConfig):
     arch_beta1: float = option(0.9, "α/β Adam beta1", min=0)
     arch_beta2: float = option(0.999, "α/β Adam beta2", min=0)
     arch_weight_decay: float = option(1e-3, "α/β Adam weight decay", min=0)
+    # collapse guards from the literature, all off by default (docs/SEARCH_QUALITY.md)
+    max_skips: int = option(
+        -1, "decode at most N skip_connects per cell (-1 = no cap; P-DARTS: 2)", min=-1
+    )
+    arch_stop_skips: int = option(
+        0, "freeze α/β once the decoded cell holds N skip_connects (0 = off; DARTS+: 2)", min=0
+    )
+    arch_entropy_weight: float = option(
+        0.0, "add this × the mean normalised entropy of softmax(α) to the α/β loss", min=0
+    )
 
     def check(self) -> None:
         if self.arch_start_epoch > self.epochs:
