@@ -242,9 +242,9 @@ def plot_alpha_history(
         ax.tick_params(labelsize=7)
     ax = axes[edges]
     for key, name in (("alpha_entropy", "α"), ("beta_entropy", "β")):
-        _, xs, ys = _xy(rows, key)
-        if xs:
-            ax.plot(xs, ys, marker=".", label=f"{name} entropy")
+        points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=f"{name} entropy")
     ax.set_ylim(0.0, 1.05)
     ax.set_title("normalised entropy (1 = uniform)", fontsize=8)
     ax.legend(fontsize=7)
