@@ -16,6 +16,7 @@ setup(
         "fastadl.data",
         "fastadl.engine",
         "fastadl.kernels",
+        "fastadl.diagnostics",
     ],
     install_requires=[
         "torch>=2.4",
@@ -28,6 +29,16 @@ setup(
         "nvidia-ml-py>=12.0",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "pytest-benchmark>=4.0", "torchmetrics>=1.0", "ruff>=0.5"],
+        "test": [
+            "pytest>=7.4",
+            "pytest-benchmark>=4.0",
+            "torchmetrics>=1.0",
+            "ruff>=0.5",
+            # export: python -m fastadl.export --format onnx, checked with onnxruntime
+            "onnx>=1.16",
+            "onnxscript>=0.2",
+            "onnxruntime>=1.18",
+        ],
+        "onnx": ["onnx>=1.16", "onnxscript>=0.2"],  # python -m fastadl.export --format onnx
     },
 )

@@ -67,6 +67,35 @@ def _edge_case(shape, impl):
     return four_convs, (x, *ws)
 
 
+def _edge_multi_case(E: int):
+    """E edges reading one input (a cell state's fan-out): the multi-set kernel against one
+    channel-multiplier depthwise conv per branch (E filters per channel), what PyTorch does best."""
+
+    def make(shape, impl):
+        N, C, H, W = shape
+        x = torch.randn(shape, device=DEVICE)
+        banks = [torch.randn(E, C, k * k, device=DEVICE) for k, _ in EDGE_BRANCHES]
+        if impl == "triton":
+            return tf.edge_dwconv_multi, (_nhwc(x), *banks)
+
+        def grouped_convs(x, *banks):
+            r = F.relu(x)
+            return tuple(
+                F.conv2d(
+                    r,
+                    b.transpose(0, 1).reshape(C * E, 1, k, k),
+                    padding=d * (k - 1) // 2,
+                    dilation=d,
+                    groups=C,
+                )  # fmt: skip
+                for b, (k, d) in zip(banks, EDGE_BRANCHES, strict=True)
+            )
+
+        return grouped_convs, (x, *banks)
+
+    return make
+
+
 def _pool_case(shape, impl):
     x = torch.randn(shape, device=DEVICE)
     if impl == "triton":
@@ -96,6 +125,9 @@ KERNELS = {
     "dwconv_3x3": (_dwconv_case(3, 1), (2 * 4, 7 * 4)),
     "dwconv_5x5_d2": (_dwconv_case(5, 2), (2 * 4, 7 * 4)),
     "edge_dwconv": (_edge_case, (5 * 4, 16 * 4)),
+    # E sets: x once + 4E outputs forward; backward adds 4E dy + x → dx and 4E dy + E x → dw
+    "edge_dwconv_multi_E3": (_edge_multi_case(3), ((1 + 12) * 4, (1 + 12 + 12 + 2 + 12 + 3) * 4)),
+    "edge_dwconv_multi_E5": (_edge_multi_case(5), ((1 + 20) * 4, (1 + 20 + 20 + 2 + 20 + 5) * 4)),
     "pool3x3": (_pool_case, (3.25 * 4, 8.5 * 4)),
 }
 

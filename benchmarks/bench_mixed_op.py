@@ -16,13 +16,12 @@ reports medians, because a shared machine drifts: docs/PERFORMANCE.md has the re
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import pytest
 import torch
 
 from fastadl import PRIMITIVES, MixedOp
+from fastadl.diagnostics.timing import interleaved_medians
 
 LEVELS = {  # label → (N, C, H, W)
     "s4 2x8x81x81": (2, 8, 81, 81),
@@ -63,21 +62,6 @@ def test_mixed_op_forward_backward(benchmark, level, backend):
     step = make_step(LEVELS[level], backend)
     step()  # warm-up: oneDNN primitive caches, Triton autotuning
     benchmark(step)
-
-
-def interleaved_medians(steps: dict, reps: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each closure, the closures taking turns every repetition."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(reps):
-        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
-            t0 = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import sys
 
 from fastadl.cli_common import USER_ERRORS, OneLineParser, fail, parse
 from fastadl.evaluate import MULTI_SCALES, parse_scales
+from fastadl.export import parse_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scales", type=parse_scales, help="explicit comma-separated scales")
     p.add_argument("--flip", action="store_true", help="also average horizontally flipped inputs")
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        metavar="HxW",
+        help="run the network at this fixed input size, as a package from python -m "
+        "fastadl.export does (larger images scaled down to fit, smaller ones padded); "
+        "default: each image at its own size",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"))
     return p
@@ -59,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = model_from_checkpoint(args.checkpoint, resolve_device(args.device))
         report = predict_files(
-            loaded, args.images, args.out, scales=scales, flip=args.flip, amp=args.amp
+            loaded,
+            args.images,
+            args.out,
+            scales=scales,
+            flip=args.flip,
+            amp=args.amp,
+            size=args.size,
         )
     except (ConfigError, CheckpointError, GenotypeError, *USER_ERRORS) as e:
         return fail(str(e))

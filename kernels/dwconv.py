@@ -9,8 +9,8 @@ Bytes per call (s = bytes per element, P = N·H·W, T = k² taps; a tile's T shi
 and hit L1/L2, so DRAM sees about one pass over each operand):
 - forward: reads P·C·s (x) + C·T·s (wt), writes P·C·s.
 - input grad: reads P·C·s (dout) (+ P·C·s of x for the ReLU mask) + C·T·s, writes P·C·s.
-- weight grad: reads 2·P·C·s (dout, x), writes ⌈P/1024⌉·C·T·4 partials; reduce.sum_rows reads
-  them back and writes C·T·s.
+- weight grad: reads 2·P·C·s (dout, x), writes R·C·T·4 partials (R programs per channel block,
+  nhwc.reduce_grid: at most P/64); reduce.sum_rows reads them back and writes C·T·s.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def _dwconv_bwd_input_kernel(
             acc += g * wv.to(tl.float32)[None, :]
     dst, m = shifted(center, h, w, mask_p, mask_c, H, W, C, 0, 0)
     if RELU:
-        acc = tl.where(tl.load(x_ptr + dst, mask=m, other=0.0) > 0, acc, 0.0)
+        # compared in fp32: the interpreter holds bf16 as raw bits, where `> 0` is wrong
+        acc = tl.where(tl.load(x_ptr + dst, mask=m, other=0.0).to(tl.float32) > 0, acc, 0.0)
     tl.store(dx_ptr + dst, acc, mask=m)
 
 
@@ -186,10 +187,11 @@ def dwconv_fwd(
     N, H, W, C = x.shape
     out = torch.empty_like(x)
     bp, bc = nhwc.blocks(C, _GATHER_CFG[0])
-    _dwconv_fwd_kernel[nhwc.grid(N * H * W, C, bp, bc)](
-        x, weight.contiguous(), out, N * H * W, H, W, C,
-        KS=k, DIL=dilation, RELU=relu, BLOCK_P=bp, BLOCK_C=bc, num_warps=_GATHER_CFG[1],
-    )  # fmt: skip
+    with nhwc.device_guard(x):
+        _dwconv_fwd_kernel[nhwc.grid(N * H * W, C, bp, bc)](
+            x, weight.contiguous(), out, N * H * W, H, W, C,
+            KS=k, DIL=dilation, RELU=relu, BLOCK_P=bp, BLOCK_C=bc, num_warps=_GATHER_CFG[1],
+        )  # fmt: skip
     return out
 
 
@@ -201,25 +203,34 @@ def dwconv_bwd_input(
     N, H, W, C = x.shape
     dx = torch.empty_like(x)
     bp, bc = nhwc.blocks(C, _GATHER_CFG[0])
-    _dwconv_bwd_input_kernel[nhwc.grid(N * H * W, C, bp, bc)](
-        dout.contiguous(), x, weight.contiguous(), dx, N * H * W, H, W, C,
-        KS=k, DIL=dilation, RELU=relu, BLOCK_P=bp, BLOCK_C=bc, num_warps=_GATHER_CFG[1],
-    )  # fmt: skip
+    with nhwc.device_guard(x):
+        _dwconv_bwd_input_kernel[nhwc.grid(N * H * W, C, bp, bc)](
+            dout.contiguous(), x, weight.contiguous(), dx, N * H * W, H, W, C,
+            KS=k, DIL=dilation, RELU=relu, BLOCK_P=bp, BLOCK_C=bc, num_warps=_GATHER_CFG[1],
+        )  # fmt: skip
     return dx
 
 
 def dwconv_bwd_weight(
-    dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int = 1, relu: bool = False
+    dout: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    dilation: int = 1,
+    relu: bool = False,
+    programs: int | None = None,
 ) -> torch.Tensor:
-    """dout, x: (N, H, W, C); weight: (C, 1, k, k) (for its shape) → dweight (C, 1, k, k)."""
+    """dout, x: (N, H, W, C); weight: (C, 1, k, k) (for its shape) → dweight (C, 1, k, k).
+
+    programs: partial rows per channel block (default: nhwc.reduce_grid sizes them)."""
     x, k = _check(x, weight, dilation)
     N, H, W, C = x.shape
     bp, bc = nhwc.blocks(C, _WGRAD_CFG[0])
-    g, tiles = nhwc.reduce_grid(N * H * W, C, bp, bc)
+    g, tiles = nhwc.reduce_grid(N * H * W, C, bp, bc, x.device, programs=programs)
     partial = torch.empty(g[0], C * k * k, device=x.device, dtype=torch.float32)
-    _dwconv_bwd_weight_kernel[g](
-        dout.contiguous(), x, partial, N * H * W, H, W, C, tiles,
-        KS=k, DIL=dilation, RELU=relu, T_PAD=triton.next_power_of_2(k * k),
-        BLOCK_P=bp, BLOCK_C=bc, num_warps=_WGRAD_CFG[1],
-    )  # fmt: skip
+    with nhwc.device_guard(x):
+        _dwconv_bwd_weight_kernel[g](
+            dout.contiguous(), x, partial, N * H * W, H, W, C, tiles,
+            KS=k, DIL=dilation, RELU=relu, T_PAD=triton.next_power_of_2(k * k),
+            BLOCK_P=bp, BLOCK_C=bc, num_warps=_WGRAD_CFG[1],
+        )  # fmt: skip
     return sum_rows(partial, dtype=weight.dtype).view(C, 1, k, k)

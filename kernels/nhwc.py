@@ -22,6 +22,9 @@ op layer (fastadl/ops/triton_backend.py) does that once per edge for all branche
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -36,10 +39,18 @@ from triton import knobs
 
 # Channel-block cap: 64 fp32 = 256 B per pixel, two 128 B lines; Auto-DeepLab's C is at most 64.
 MAX_BLOCK_C = 64
-# Pixels per program in the weight-gradient kernels (see reduce_grid). Each program sums its
-# pixels in registers and writes one partial row of taps × C; 1,024 pixels make the partials
-# ≤ 68/1024 ≈ 7% of x's bytes while a 2×81×81 map still spreads over 13 programs per channel block.
-PIXELS_PER_PROG = 1024
+# Weight-gradient grids (reduce_grid). Each program sums its pixels in registers and writes one
+# partial row of taps × C. A program gets at least MIN_PIXELS_PER_PROG pixels, so its partial
+# row stays a small share of what it reads: 25 taps against 2 × 64 pixel reads for a 5×5 dwconv
+# (≈ 20 %), 68 taps against 5 × 64 for the fused edge (≈ 21 %). Above that floor the grid is sized
+# to fill the device: PROGRAMS_PER_SM programs per SM over all channel blocks (and weight sets),
+# so a coarse 2×64×11×11 level still spreads over the GPU instead of one program per channel
+# block walking every tile.
+MIN_PIXELS_PER_PROG = 64
+PROGRAMS_PER_SM = 2
+# Without CUDA (the interpreter) the grid is sized as for a GPU of this many SMs: small enough
+# to keep the interpreted tests quick, large enough that their reductions run several programs.
+INTERPRETER_SMS = 4
 
 
 @triton.jit
@@ -76,12 +87,44 @@ def grid(P: int, C: int, block_p: int, block_c: int) -> tuple[int, int]:
     return triton.cdiv(P, block_p), triton.cdiv(C, block_c)
 
 
-def reduce_grid(P: int, C: int, block_p: int, block_c: int) -> tuple[tuple[int, int], int]:
-    """(grid, tiles per program) for the weight-gradient kernels: each program walks about
-    PIXELS_PER_PROG pixels, so the partial buffer holds taps/PIXELS_PER_PROG of x's size."""
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return INTERPRETER_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def reduce_grid(
+    P: int,
+    C: int,
+    block_p: int,
+    block_c: int,
+    device: torch.device,
+    sets: int = 1,
+    programs: int | None = None,
+) -> tuple[tuple[int, ...], int]:
+    """(grid, tiles per program) for the weight-gradient kernels.
+
+    grid = (rows, channel blocks) or, with sets > 1, (rows, channel blocks, sets): each of the
+    rows programs of a channel block (and weight set) walks ``tiles`` consecutive pixel tiles
+    and writes one partial row. programs: the rows wanted (tests force several, with tails);
+    by default sized from the work and the device's SM count (see MIN_PIXELS_PER_PROG).
+    """
     n_tiles = triton.cdiv(P, block_p)
-    tiles = min(max(PIXELS_PER_PROG // block_p, 1), n_tiles)
-    return (triton.cdiv(n_tiles, tiles), triton.cdiv(C, block_c)), tiles
+    c_blocks = triton.cdiv(C, block_c)
+    if programs is None:
+        programs = triton.cdiv(PROGRAMS_PER_SM * _sm_count(device), c_blocks * sets)
+        programs = min(programs, triton.cdiv(P, MIN_PIXELS_PER_PROG))
+    tiles = triton.cdiv(n_tiles, max(1, min(programs, n_tiles)))
+    rows = triton.cdiv(n_tiles, tiles)
+    return ((rows, c_blocks) if sets == 1 else (rows, c_blocks, sets)), tiles
+
+
+def device_guard(t: torch.Tensor):
+    """Context that makes t's CUDA device current: Triton launches on the current device and
+    stream, so a launch for tensors on cuda:1 from a process whose current device is cuda:0
+    would run on the wrong GPU. Every launcher wraps its launches in it."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def check_launchable(*tensors: torch.Tensor) -> None:

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .nhwc import check_launchable
+from .nhwc import check_launchable, device_guard
 
 # Rows per loop step × columns per program: a [BLOCK_R, BLOCK_M] fp32 accumulator of ≤ 4,096
 # elements. Columns are few (K ≤ 8, or C·taps ≤ 64·68), so programs walk the rows.
@@ -43,16 +43,20 @@ def _sum_rows_kernel(
     tl.store(out_ptr + cols, tl.sum(acc, axis=0), mask=mask_m)
 
 
-def sum_rows(partials: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def sum_rows(
+    partials: torch.Tensor, dtype: torch.dtype | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """partials: (R, M) fp32 with unit column stride (a column slice of a wider buffer is fine)
-    → (M,) column sums (in ``dtype``, default fp32)."""
+    → (M,) column sums (in ``dtype``, default fp32), written into ``out`` (contiguous) if given."""
     check_launchable(partials)
     if partials.stride(1) != 1:
         partials = partials.contiguous()
     R, M = partials.shape
-    out = torch.empty(M, device=partials.device, dtype=dtype or torch.float32)
+    if out is None:
+        out = torch.empty(M, device=partials.device, dtype=dtype or torch.float32)
     block_m = min(triton.next_power_of_2(M), _MAX_BLOCK_M)
-    _sum_rows_kernel[(triton.cdiv(M, block_m),)](
-        partials, out, R, M, partials.stride(0), BLOCK_R=_BLOCK_R, BLOCK_M=block_m
-    )
+    with device_guard(partials):
+        _sum_rows_kernel[(triton.cdiv(M, block_m),)](
+            partials, out, R, M, partials.stride(0), BLOCK_R=_BLOCK_R, BLOCK_M=block_m
+        )
     return out

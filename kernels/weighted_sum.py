@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .nhwc import check_launchable
+from .nhwc import check_launchable, device_guard
 from .reduce import sum_rows
 
 # Elements per program. Forward and backward are pure streaming: 8 fp32 per thread at 4 warps
@@ -84,7 +84,10 @@ def weighted_sum_fwd(ys: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """ys: (K, *S) stacked branch outputs; w: (K,) → (*S) Σ_k w[k] · ys[k]."""
     y, K, M = _flat(ys, w)
     out = torch.empty(ys.shape[1:], device=ys.device, dtype=ys.dtype)
-    _weighted_sum_fwd_kernel[(triton.cdiv(M, _BLOCK),)](y, w.contiguous(), out, K, M, BLOCK=_BLOCK)
+    with device_guard(ys):
+        _weighted_sum_fwd_kernel[(triton.cdiv(M, _BLOCK),)](
+            y, w.contiguous(), out, K, M, BLOCK=_BLOCK
+        )
     return out
 
 
@@ -96,7 +99,8 @@ def weighted_sum_bwd(
     n_blocks = triton.cdiv(M, _BLOCK)
     dys = torch.empty_like(y)
     partial = torch.empty(n_blocks, K, device=ys.device, dtype=torch.float32)
-    _weighted_sum_bwd_kernel[(n_blocks,)](
-        dout.contiguous(), y, w.contiguous(), dys, partial, K, M, BLOCK=_BLOCK
-    )
+    with device_guard(ys):
+        _weighted_sum_bwd_kernel[(n_blocks,)](
+            dout.contiguous(), y, w.contiguous(), dys, partial, K, M, BLOCK=_BLOCK
+        )
     return dys.view(ys.shape), sum_rows(partial, dtype=w.dtype)

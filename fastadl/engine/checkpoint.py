@@ -197,6 +197,15 @@ def _prune(directory: Path, written: Path, keep: int) -> None:
             p.unlink(missing_ok=True)
 
 
+def _load_failure(e: Exception) -> str:
+    """torch.load's error as one line (its weights_only refusal is several paragraphs)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        return f"not a plain-data torch checkpoint (torch.load(weights_only=True): {detail})"
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def load_checkpoint(
     path_or_run_dir: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> dict:
@@ -218,12 +227,7 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, non-plain globals, ...
-        # torch's message runs to a paragraph (weights_only advice): its first line says what
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"cannot load checkpoint {path}: not a (complete) fastadl checkpoint "
-            f"({type(e).__name__}: {first})"
-        ) from None
+        raise CheckpointError(f"cannot load checkpoint {path}: {_load_failure(e)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state

@@ -87,6 +87,11 @@ def model_from_checkpoint(path: str | os.PathLike, device: torch.device) -> Load
     path = Path(path)
     state = load_checkpoint(path, map_location="cpu")
     missing = [k for k in ("model", "config", "genotype", "class_names") if k not in state]
+    if missing and "architect" in state:  # what fastadl/engine/searcher.py saves
+        raise CheckpointError(
+            f"{path} is a search checkpoint, not a retrained network: retrain its genotype "
+            "first (python -m fastadl.train --genotype SEARCH_RUN_DIR)"
+        )
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)})")
     cfg = TrainConfig.from_dict(state["config"], source=f"{path} (config)")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from fastadl.data.base import DatasetError, color_map, read_image
 from fastadl.data.transforms import to_tensors
+from fastadl.engine.fixed_size import FixedSizeInference
 from fastadl.engine.inference import LoadedModel, MultiScaleInference
 from fastadl.engine.precision import Precision
 
@@ -88,17 +89,21 @@ def predict_files(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     amp: str = "off",
+    size: tuple[int, int] | None = None,
     progress=None,
 ) -> PredictReport:
     """Segment every file of ``images`` into ``out_dir``; unreadable files go to failures.
 
+    size: run the network at this fixed (H, W) input, as an exported package does
+    (fixed_size.py); None runs it at each image's own size.
     progress: optional callable(path) called before each image (e.g. a progress bar's update).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(loaded.model.parameters()).device
     precision = Precision(amp, device.type)
-    model = MultiScaleInference(loaded.model, scales, flip).eval()
+    net = loaded.model if size is None else FixedSizeInference(loaded.model, size)
+    model = MultiScaleInference(net, scales, flip).eval()
     palette = palette_for(loaded)
     report = PredictReport()
     used: set[str] = set()

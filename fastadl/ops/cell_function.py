@@ -21,7 +21,8 @@ from torch.autograd.function import once_differentiable
 
 from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.cell_wgrad import cell_weight_grads
-from fastadl.ops.fanout import fanout_backward, fanout_forward
+from fastadl.ops.fanout import GroupWeights, fanout_backward, fanout_forward
+from fastadl.ops.fused_function import _index_tensors
 
 CL = torch.channels_last
 
@@ -33,13 +34,37 @@ def _kind_views(plan: CellPlan, stacked: tuple[Tensor, ...]) -> list[Tensor]:
     return [w.view(n, C, C) if pw else w for w, pw in zip(stacked, plan.pointwise, strict=True)]
 
 
-def _group_params(plan: CellPlan, stacked: list[Tensor], g) -> tuple[Tensor, ...]:
-    """The slices of the stacked weights that belong to group ``g``'s edges."""
-    C, lo, hi = plan.C, g.offset, g.offset + g.size
-    return tuple(
-        w[lo:hi] if pw else w[lo * C : hi * C]
-        for w, pw in zip(stacked, plan.pointwise, strict=True)
-    )
+def _mixing(plan: CellPlan, weights: Tensor):
+    """The cell's mixing weights as the groups read them: (rows, wa (A, E_all), wf (J, E_all)),
+    edges in group order (α rows ``rows``)."""
+    rows = plan.rows(weights.device)
+    idx_a, idx_f = _index_tensors(plan.edge, weights.device)
+    w_all = weights.index_select(0, rows)
+    return rows, w_all[:, idx_a].t(), w_all[:, idx_f].t()
+
+
+def _group_weights(plan: CellPlan, stacked: list[Tensor], wa: Tensor, wf: Tensor, pws):
+    """Per group, its GroupWeights: slices of the cell's stacked weights (pws: the stacked
+    pointwise weights of each stage, (J, E_all, C, C) and (S, E_all, C, C) or None)."""
+    J, S, C = plan.edge.J, plan.edge.S, plan.C
+    dw1, dw2 = stacked[:J], stacked[2 * J : 2 * J + S]
+    out = []
+    for g in plan.groups:
+        lo, hi = g.offset, g.offset + g.size
+        out.append(GroupWeights(
+            wa[:, lo:hi], wf[:, lo:hi], [w[lo * C : hi * C] for w in dw1], pws[0][:, lo:hi],
+            [w[lo * C : hi * C] for w in dw2], None if pws[1] is None else pws[1][:, lo:hi],
+        ))  # fmt: skip
+    return out
+
+
+def _prepare(plan: CellPlan, weights: Tensor, stacked: list[Tensor]):
+    """(α rows, per-group GroupWeights) for one evaluation of the cell."""
+    J, S = plan.edge.J, plan.edge.S
+    rows, wa, wf = _mixing(plan, weights)
+    pw1 = torch.stack(stacked[J : 2 * J]) if J else None
+    pw2 = torch.stack(stacked[2 * J + S :]) if S else None
+    return rows, _group_weights(plan, stacked, wa, wf, (pw1, pw2))
 
 
 def _group_rstats(plan: CellPlan, rstats, g, row: int):
@@ -63,41 +88,37 @@ def _state(acc: Tensor, b: int, N: int, H: int, W: int) -> Tensor:
 
 def cell_forward(plan: CellPlan, P: int, x0, x1, weights, betas, stacked, rstats, want_inter):
     """x0: (N, C, H, W) channels-last; x1: (P·N, C, H, W) channels-last; weights (E_all, K);
-    betas (P,) or None (= 1). Returns (out (N, B·C, H, W) channels-last, (means, vars) each
-    (n_bn, P, C) or None, saved intermediates)."""
+    betas (P,) or None (= 1). Returns (out (N, B·C, H, W) channels-last, batch statistics
+    (means, biased vars), each (P, n_bn, C) in plan.bns order, or None, saved intermediates)."""
     N, C, H, W = x0.shape
     B, Q = plan.blocks, N * H * W
-    rows = plan.rows(weights.device)
-    w_all = weights.index_select(0, rows)
-    means, variances, inters = [], [], []
+    _, gws = _prepare(plan, weights, stacked)
+    stats = None
+    if rstats is None and plan.bns:
+        stats = (x0.new_empty(P, len(plan.bns), C), x0.new_empty(P, len(plan.bns), C))
+    inters = []
     acc = None  # (P, Q, B, C): every path's blocks, position-major
     row = 0
     for g in plan.groups:
         Pg = 1 if g.state == 0 else P
         x = x0 if g.state == 0 else x1 if g.state == 1 else _state(acc, g.state - 2, N, H, W)
-        w = w_all[g.offset : g.offset + g.size]
-        out, stats, inter = fanout_forward(
-            x, Pg, w, _group_params(plan, stacked, g), plan.edge, plan.eps,
+        n_rows = (plan.edge.P + plan.edge.R) * g.size
+        out, inter = fanout_forward(
+            x, Pg, gws[g.index], plan.edge, plan.eps,
             _group_rstats(plan, rstats, g, row), want_inter,
+            None if stats is None else tuple(t[:, row : row + n_rows] for t in stats),
         )  # fmt: skip
         inters.append((x, inter))
-        row += (plan.edge.P + plan.edge.R) * g.size
+        row += n_rows
         if g.state == 0:
             out0 = out
         elif g.state == 1:
             acc = out.view(P, Q, B, C) + out0.view(1, Q, B, C)
         else:
             acc[:, :, g.first_block :] += out.view(P, Q, g.size, C)
-        if stats is not None:
-            n_pool = plan.edge.P
-            for lst, s in zip((means, variances), stats, strict=True):
-                pools = s[:n_pool].unsqueeze(1).expand(n_pool, g.size, Pg, C)
-                s = torch.cat([pools.reshape(-1, Pg, C), s[n_pool:]])
-                lst.append(s.expand(-1, P, C) if Pg == 1 else s)
     # out[q, b, c] = Σ_p β_p acc[p, q, b, c]: one GEMV, already in the channels-last layout
     y = acc[0] if betas is None else torch.mm(betas.view(1, P), acc.view(P, -1))
     out = y.reshape(N, H, W, B * C).permute(0, 3, 1, 2)
-    stats = (torch.cat(means), torch.cat(variances)) if means else None
     return out, stats, (acc, inters)
 
 
@@ -117,9 +138,8 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, ba
         if need_b:
             gbetas = torch.mv(acc.view(P, -1), gq.reshape(-1))
         gacc = betas.view(P, 1, 1, 1) * gq  # (P, Q, B, C): each block's gradient per path
-    rows = plan.rows(weights.device)
-    w_all = weights.index_select(0, rows)
-    gw_all = torch.zeros_like(w_all) if need_w else None
+    rows, gws = _prepare(plan, weights, stacked)
+    mix_grads = [None] * len(plan.groups)  # per group (ga (A, E), gf (J, E))
     items = [None] * len(plan.groups)  # weight-gradient operands, per group
     # a block's gradient is needed for anything upstream of it, α included
     need_chain = need_x0 or need_x1 or need_p or need_w
@@ -133,13 +153,10 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, ba
         else:
             Pg, need_x = P, need_x1 if grp.state == 1 else need_chain
             gout = gacc[:, :, grp.first_block :].contiguous()
-        w = w_all[grp.offset : grp.offset + grp.size]
-        gx, gw, ops = fanout_backward(
-            gout.view(Pg * Q, grp.size, C), x, Pg, w, _group_params(plan, stacked, grp),
-            plan.edge, inter, batch, need_x, need_w, need_p,
+        gx, mix_grads[gi], ops = fanout_backward(
+            gout.view(Pg * Q, grp.size, C), x, Pg, gws[gi], plan.edge, inter, batch, need_x,
+            need_w, need_p,
         )  # fmt: skip
-        if gw is not None:
-            gw_all[grp.offset : grp.offset + grp.size] = gw
         if need_p:
             items[gi] = (x, inter, ops)
         if grp.state == 0:
@@ -149,8 +166,14 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, ba
         elif gx is not None:
             gacc[:, :, grp.state - 2] += gx.view(P, Q, C)
     gweights = None
-    if need_w:
-        gweights = torch.zeros_like(weights).index_copy_(0, rows, gw_all)
+    if need_w:  # (A, E)/(J, E) per group → the (E_all, K) rows of α's softmax, in α's order
+        idx_a, idx_f = _index_tensors(plan.edge, weights.device)
+        g_all = weights.new_zeros(plan.edges, weights.shape[1])
+        if plan.edge.A:
+            g_all[:, idx_a] = torch.cat([m[0] for m in mix_grads], 1).t()
+        if plan.edge.J:
+            g_all[:, idx_f] = torch.cat([m[1] for m in mix_grads], 1).t()
+        gweights = torch.zeros_like(weights).index_copy_(0, rows, g_all)
 
     def as4(t: Tensor | None, n: int) -> Tensor | None:
         return None if t is None else t.view(n, H, W, C).permute(0, 3, 1, 2)
@@ -163,7 +186,7 @@ class CellFunction(torch.autograd.Function):
     """apply(plan, P, rstats, recompute, s0, betas, weights, *s1 (P of them), *stacked) →
     (out, means, variances). stacked: cell_plan.stacked_weights (one tensor per weight kind);
     betas may be None (a single path of weight 1); rstats: running (mean, var) for eval mode.
-    means/variances: batch statistics (n_bn, P, C) for the running-stat update (empty in eval).
+    means/variances: batch statistics (P, n_bn, C) for the running-stat update (empty in eval).
     """
 
     @staticmethod

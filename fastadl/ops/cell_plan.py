@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import weakref
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,7 @@ from fastadl.ops.fused_function import EdgePlan
 
 @dataclass(frozen=True)
 class Group:
+    index: int  # position in the cell's group list
     state: int  # 0 = H^{l-2}, 1 = H^{l-1}, 2 + b = block b's output
     first_block: int  # the group's edges feed blocks first_block..B-1, in that order
     offset: int  # position of its first edge in the group-ordered edge list
@@ -71,7 +73,7 @@ def make_groups(blocks: int) -> tuple[Group, ...]:
     groups, offset = [], 0
     for state in range(blocks + 1):  # the last block's output is read by no edge
         first = max(0, state - 1)
-        groups.append(Group(state, first, offset, blocks - first))
+        groups.append(Group(state, state, first, offset, blocks - first))
         offset += blocks - first
     return tuple(groups)
 
@@ -111,7 +113,7 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def cached_cell_plan(cell: nn.Module) -> CellPlan | None:
     """build_cell_plan for a SearchCell, remembered while its op modules stay the same."""
-    key = tuple(id(op) for e in cell.edges for op in e.ops)
+    key = tuple(map(id, chain.from_iterable(e.ops._modules.values() for e in cell.edges)))
     hit = _PLANS.get(cell)
     if hit is None or hit[0] != key:
         hit = (key, build_cell_plan(cell.edges, cell.blocks, cell.C))
@@ -151,13 +153,13 @@ class StackedStats:
     @torch.no_grad()
     def update(self, means: Tensor, variances: Tensor, count: int) -> None:
         """BatchNorm2d's training-mode update, once per path in order (means, variances:
-        (n_bn, P, C) batch statistics, biased; count: values per channel per path)."""
+        (P, n_bn, C) batch statistics, biased; count: values per channel per path)."""
         mean, var, batches = self.tensors
         unbiased = count / (count - 1)
-        for p in range(means.shape[1]):
+        for p in range(means.shape[0]):
             batches.add_(1)
-            mean.lerp_(means[:, p].to(mean.dtype), self.momentum)
-            var.lerp_(variances[:, p].to(var.dtype) * unbiased, self.momentum)
+            mean.lerp_(means[p].to(mean.dtype), self.momentum)
+            var.lerp_(variances[p].to(var.dtype) * unbiased, self.momentum)
 
 
 def stackable(bns: tuple[nn.BatchNorm2d, ...]) -> bool:
@@ -229,10 +231,10 @@ def running_stats(plan: CellPlan, stats: StackedStats | None) -> tuple[Tensor, T
 def update_running_stats(plan: CellPlan, stats: StackedStats | None, means: Tensor,
                          variances: Tensor, count: int) -> None:  # fmt: skip
     """Apply the batch statistics of every path in order, as the reference's sequence of
-    per-path evaluations does. means, variances: (n_bn, P, C); count: positions per path."""
+    per-path evaluations does. means, variances: (P, n_bn, C); count: positions per path."""
     if stats is not None:
         stats.update(means, variances, count)
         return
     bns = list(plan.bns)
-    for p in range(means.shape[1]):
-        _update_running_stats(bns, torch.cat([means[:, p], variances[:, p]]), count)
+    for p in range(means.shape[0]):
+        _update_running_stats(bns, torch.cat([means[p], variances[p]]), count)

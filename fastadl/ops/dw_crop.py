@@ -32,11 +32,13 @@ def cropped(w: Tensor, dilation: int, H: int, W: int):
             (rh * dilation, rw * dilation), (half - rh, half - rw))  # fmt: skip
 
 
-# Up to this many pixels per map (4x as many when dilated) the weight gradient is a
-# shifted-window product summed over positions (one strided view of the padded input, one
-# multiply, one sum). oneDNN's depthwise weight gradient has a large fixed cost on small maps
-# and is 3-5x slower still when dilated; on 16x16 and larger maps it wins by far
-# (docs/PERFORMANCE.md).
+# How a depthwise weight gradient is computed (measured on the search's shapes, 1 thread,
+# docs/PERFORMANCE.md): oneDNN's own call is fast for undilated 3×3 kernels on maps above
+# 4×4, but has a large fixed cost on small maps and is 3-10× slower than it need be for 5×5
+# and dilated kernels; there the gradient is computed as a forward depthwise conv with
+# batch and channels swapped (the upstream gradient as the kernel, the kernel's taps as the
+# output, see _swapped_weight_grad), and on maps of up to WINDOW_WGRAD_MAX_PIXELS pixels as
+# one product of shifted windows summed over positions.
 WINDOW_WGRAD_MAX_PIXELS = 16
 
 
@@ -51,6 +53,17 @@ def _window_weight_grad(g: Tensor, x: Tensor, kh: int, kw: int, dilation: int, p
     return prod.sum(0).t().reshape(G, 1, kh, kw)
 
 
+def _swapped_weight_grad(g: Tensor, x: Tensor, kh: int, kw: int, dilation: int, pad) -> Tensor:
+    """dw[c, a, b] = Σ_{n,h,w} x_pad[n, c, h + a·d, w + b·d] g[n, c, h, w]: for each (c, n) a
+    correlation of x with g, i.e. one depthwise conv over B·G channels whose kernels are g
+    (H×W) and whose output, taken with stride d, is the kh×kw grid of taps; summed over n."""
+    B, G, H, W = x.shape
+    xs = x.transpose(0, 1).reshape(1, G * B, H, W)  # (1, G·B, H, W): channel c·B + n
+    gs = g.transpose(0, 1).reshape(G * B, 1, H, W)
+    out = F.conv2d(xs, gs, None, dilation, pad, 1, G * B)  # (1, G·B, kh, kw)
+    return out.view(G, B, kh, kw).sum(1, keepdim=True)
+
+
 def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     """dL/dw (G, 1, k, k) of a full k×k 'same' depthwise conv for dL/d out = g; g, x channels-last."""
     G, H, W = x.shape[1], x.shape[2], x.shape[3]
@@ -59,9 +72,11 @@ def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     kh, kw, pad = 2 * rh + 1, 2 * rw + 1, (rh * dilation, rw * dilation)
     if kh == kw == 1:
         gw = (g * x).sum((0, 2, 3)).view(G, 1, 1, 1)
-    elif H * W <= WINDOW_WGRAD_MAX_PIXELS or (
-        dilation > 1 and H * W <= 4 * WINDOW_WGRAD_MAX_PIXELS
-    ):
+    elif H * W <= WINDOW_WGRAD_MAX_PIXELS // 4:  # 2×2 maps
+        gw = _window_weight_grad(g, x, kh, kw, dilation, pad)
+    elif kh * kw > 9 or dilation > 1:
+        gw = _swapped_weight_grad(g, x, kh, kw, dilation, pad)
+    elif H * W <= WINDOW_WGRAD_MAX_PIXELS:
         gw = _window_weight_grad(g, x, kh, kw, dilation, pad)
     else:
         shape = torch.Size((G, 1, kh, kw))

@@ -32,12 +32,14 @@ the cell computes them for all its groups at once (fastadl/ops/cell_wgrad.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from fastadl.ops import fused_kernels as fk
 from fastadl.ops.conv_runs import plan_runs, run_forward, run_input_grad, run_weight
-from fastadl.ops.fused_function import EdgePlan, _index_tensors
+from fastadl.ops.fused_function import EdgePlan
 
 # Below this many channels per edge MKL's batched GEMM is slow (K = N = 8 ran at ~1 GFLOP/s
 # on the project's CPU), so each kind's E pointwise convs run as one block-diagonal GEMM: E
@@ -86,7 +88,7 @@ def pointwise(d: Tensor, pw: Tensor, out: Tensor) -> None:
     else:
         rows = d.view(M, R * E, C).transpose(0, 1)
         torch.bmm(
-            rows, pw.view(R * E, C, C).transpose(1, 2), out=out.view(M, R * E, C).transpose(0, 1)
+            rows, pw.reshape(R * E, C, C).transpose(1, 2), out=out.view(M, R * E, C).transpose(0, 1)
         )
 
 
@@ -100,33 +102,50 @@ def pointwise_input_grad(gz: Tensor, pw: Tensor) -> Tensor:
             torch.mm(gz[:, r].reshape(M, E * C), bd[r], out=gd[:, r].view(M, E * C))
     else:
         rows = gz.reshape(M, R * E, C).transpose(0, 1)
-        torch.bmm(rows, pw.view(R * E, C, C), out=gd.view(M, R * E, C).transpose(0, 1))
+        torch.bmm(rows, pw.reshape(R * E, C, C), out=gd.view(M, R * E, C).transpose(0, 1))
     return gd
 
 
-def _dw_stage(x: Tensor, ws: list[Tensor], runs, PN: int, H: int, W: int, shared: bool) -> Tensor:
+def _dw_stage(x: Tensor, wr: list[Tensor], runs, PN: int, H: int, W: int, shared: bool) -> Tensor:
     """One stage's depthwise convs → (M, n_kinds, E, C). x: (M, E, C) when ``shared`` (the same
-    input, ReLU(state) repeated, for every kind) else (M, n_kinds, E, C), one input per kind."""
+    input, ReLU(state) repeated, for every kind) else (M, n_kinds, E, C), one input per kind;
+    wr: each run's union kernel (conv_runs.run_weight)."""
     outs, M = [], x.shape[0]
-    for run in runs:
+    for run, w in zip(runs, wr, strict=True):
         if shared:
             xin = x if run.size == 1 else x.unsqueeze(1).expand(M, run.size, *x.shape[1:])
         else:
             xin = x[:, run.lo : run.hi]
         xin = xin.contiguous().view(M, -1)
-        d = run_forward(_as4(xin, PN, H, W), run_weight(run, ws), run)
+        d = run_forward(_as4(xin, PN, H, W), w, run)
         outs.append(d.permute(0, 2, 3, 1).reshape(M, run.size, *x.shape[-2:]))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
-def _dw_stage_input_grad(gd: Tensor, ws: list[Tensor], runs, PN: int, H: int, W: int) -> Tensor:
+def _dw_stage_input_grad(gd: Tensor, wr: list[Tensor], runs, PN: int, H: int, W: int) -> Tensor:
     """dL/d input of _dw_stage, per kind: (M, n_kinds, E, C) from gd (M, n_kinds, E, C)."""
     outs, M = [], gd.shape[0]
-    for run in runs:
+    for run, w in zip(runs, wr, strict=True):
         g = gd if len(runs) == 1 else gd[:, run.lo : run.hi].contiguous()
-        t = run_input_grad(_as4(g.view(M, -1), PN, H, W), run_weight(run, ws), run)
+        t = run_input_grad(_as4(g.view(M, -1), PN, H, W), w, run)
         outs.append(t.permute(0, 2, 3, 1).reshape(M, run.size, *gd.shape[-2:]))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+
+
+@dataclass(frozen=True)
+class GroupWeights:
+    """A group's weights as its fan-out reads them (slices of the cell's stacked weights).
+
+    wa: (A, E) mixing weights of the pool/skip rows; wf: (J, E) of the final rows (single-stage
+    kinds, then second stages); dw1/dw2: per kind (E·C, 1, k, k) depthwise weights of the first
+    and second stages; pw1: (J, E, C, C), pw2: (S, E, C, C) pointwise weights (out, in)."""
+
+    wa: Tensor
+    wf: Tensor
+    dw1: list[Tensor]
+    pw1: Tensor
+    dw2: list[Tensor]
+    pw2: Tensor | None
 
 
 def stage_runs(plan: EdgePlan, H: int, W: int):
@@ -139,27 +158,27 @@ def stage_runs(plan: EdgePlan, H: int, W: int):
 def fanout_forward(
     x: Tensor,
     P: int,
-    weights: Tensor,
-    params: tuple[Tensor, ...],
+    gw: GroupWeights,
     plan: EdgePlan,
     eps: float,
     rstats: tuple[Tensor, Tensor] | None = None,
     want_inter: bool = True,
+    stats_out: tuple[Tensor, Tensor] | None = None,
 ):
-    """The E edges reading state x. x: (P·N, C, H, W) channels-last; weights: (E, K) mixing
-    weights; params: the group's stacked conv weights, J first-stage depthwise (E·C, 1, k, k),
-    J pointwise (E, C, C), then S second-stage depthwise and S pointwise (plan.convs order);
+    """The E edges reading state x. x: (P·N, C, H, W) channels-last; gw: the group's weights;
     rstats: None (batch statistics) or running (mean, var), each (n_pool + R·E, C): the pools'
-    rows (equal for every edge) then the conv rows (r, e), first-stage kinds then second.
+    rows (equal for every edge) then the conv rows (r, e), first-stage kinds then second;
+    stats_out: with batch statistics, (mean, biased var) buffers (P_cell, n_pool·E + R·E, C)
+    that receive them: each pool's row repeated for every edge (each edge has its own BN
+    module), a single path's broadcast to all P_cell (H^{l-2}'s group stands for P_cell
+    evaluations of the reference).
 
-    Returns out (M, E, C) (edge e's contribution at [:, e]), batch statistics (mean, biased
-    var), each (n_pool + R·E, P, C), or None, and the intermediates for backward.
+    Returns out (M, E, C) (edge e's contribution at [:, e]) and the intermediates for backward.
     """
     PN, C, H, W = x.shape
-    M, E = PN * H * W, weights.shape[0]
+    M, E = PN * H * W, gw.wa.shape[1]
     Q = M // P
-    n_pool, J, S, A, R = plan.P, plan.J, plan.S, plan.A, plan.R
-    idx_a, idx_f = _index_tensors(plan, x.device)
+    n_pool, J, S, A = plan.P, plan.J, plan.S, plan.A
     batch = rstats is None
     means, variances, inter = [], [], {}
     out = None
@@ -173,10 +192,9 @@ def fanout_forward(
             means.append(mean)  # (n_pool, P, 1, C)
             variances.append(var)
             inter["inv_pool"] = inv
-        wa = weights[:, idx_a].t()  # (A, E)
-        out = Am[0].view(M, 1, C) * wa[0].view(1, E, 1)
+        out = Am[0].view(M, 1, C) * gw.wa[0].view(1, E, 1)
         for a in range(1, A):
-            out.addcmul_(Am[a].view(M, 1, C), wa[a].view(1, E, 1))
+            out.addcmul_(Am[a].view(M, 1, C), gw.wa[a].view(1, E, 1))
         inter.update(Ab=Ab, pool_idx=pool_idx)
     else:
         x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -190,57 +208,53 @@ def fanout_forward(
                 return None
             return tuple(t[n_pool + lo * E : n_pool + (lo + n) * E].reshape(-1) for t in rstats)
 
-        dw1, pw1 = list(params[:J]), torch.stack(params[J : 2 * J])  # pw: (J, E, C, C)
         re = torch.clamp_min(x_cl.permute(0, 2, 3, 1).reshape(M, 1, C).expand(M, E, C), 0)
-        D1 = _dw_stage(re, dw1, runs1, PN, H, W, shared=True)  # (M, J, E, C)
+        wr1 = [run_weight(run, gw.dw1) for run in runs1]
+        D1 = _dw_stage(re, wr1, runs1, PN, H, W, shared=True)  # (M, J, E, C)
         Z1 = x.new_empty(M, J, E, C)
-        pointwise(D1, pw1, Z1)
+        pointwise(D1, gw.pw1, Z1)
         mean, var, inv1 = _normalize_(Z1.view(P, Q, -1), 1, eps, running(0, J))
         means.append(mean)  # (P, 1, J·E·C)
         variances.append(var)
-        Y = D2 = Z2 = inv2 = None
+        Y = D2 = Z2 = inv2 = wr2 = None
         if S:
-            dw2, pw2 = list(params[2 * J : 2 * J + S]), torch.stack(params[2 * J + S :])
             Y = torch.clamp_min(Z1[:, :S], 0)  # (M, S, E, C), the second convs' input
-            D2 = _dw_stage(Y, dw2, runs2, PN, H, W, shared=False)
+            wr2 = [run_weight(run, gw.dw2) for run in runs2]
+            D2 = _dw_stage(Y, wr2, runs2, PN, H, W, shared=False)
             Z2 = x.new_empty(M, S, E, C)
-            pointwise(D2, pw2, Z2)
+            pointwise(D2, gw.pw2, Z2)
             mean, var, inv2 = _normalize_(Z2.view(P, Q, -1), 1, eps, running(J, S))
             means.append(mean)
             variances.append(var)
         # out[:, e] += Σ_f w[e, f] xhat_f[:, e] over the final rows
-        wf = weights[:, idx_f].t()  # (J, E): single-stage kinds, then second stages
         for f in range(J):
             xf = Z1[:, S + f] if f < J - S else Z2[:, f - (J - S)]
             if out is None:
-                out = xf * wf[f].view(1, E, 1)
+                out = xf * gw.wf[f].view(1, E, 1)
             else:
-                out.addcmul_(xf, wf[f].view(1, E, 1))
-        inter.update(D1=D1, Z1=Z1, Y=Y, D2=D2, Z2=Z2, inv1=inv1, inv2=inv2, pw1=pw1)
-        if S:
-            inter["pw2"] = pw2
+                out.addcmul_(xf, gw.wf[f].view(1, E, 1))
+        inter.update(D1=D1, Z1=Z1, Y=Y, D2=D2, Z2=Z2, inv1=inv1, inv2=inv2, wr1=wr1, wr2=wr2)
     if out is None:
         out = x.new_zeros(M, E, C)
 
-    stats = None
-    if batch and means:  # → (n_pool + R·E, P, C): pool rows, then conv rows (r, e)
-        stats = []
-        for ts in (means, variances):
-            parts = [ts[0].view(n_pool, P, C)] if n_pool else []
-            if J:
-                conv = torch.cat([t.view(P, -1, E, C) for t in ts[bool(n_pool) :]], 1)
-                parts.append(conv.permute(1, 2, 0, 3).reshape(R * E, P, C))
-            stats.append(torch.cat(parts) if len(parts) > 1 else parts[0])
-        stats = tuple(stats)
-    return out, stats, (inter if want_inter else None)
+    if batch and stats_out is not None:
+        for buf, ts in zip(stats_out, (means, variances), strict=True):
+            Pc = buf.shape[0]
+            if n_pool:  # (n_pool, P, 1, C) → rows (pool, edge)
+                buf[:, : n_pool * E].view(Pc, n_pool, E, C).copy_(ts[0].transpose(0, 1))
+            lo = n_pool * E
+            for t in ts[bool(n_pool) :]:  # (P, 1, rows·E·C) → rows (kind, edge)
+                n = t.shape[-1] // C
+                buf[:, lo : lo + n].view(Pc, 1, n * C).copy_(t)
+                lo += n
+    return out, (inter if want_inter else None)
 
 
 def fanout_backward(
     g: Tensor,
     x: Tensor,
     P: int,
-    weights: Tensor,
-    params: tuple[Tensor, ...],
+    gw: GroupWeights,
     plan: EdgePlan,
     inter: dict,
     batch: bool,
@@ -249,16 +263,16 @@ def fanout_backward(
     need_params: bool,
 ):
     """Gradients of fanout_forward for dL/d out = g (M, E, C). Returns (gx (M, C) or None,
-    gw (E, K) or None, the conv weight gradients' operands or None): a dict with gz1, gd1
-    (M, J, E, C) and gz2, gd2 (M, S, E, C), the gradients at the pointwise and depthwise
-    outputs of each stage (fastadl/ops/cell_wgrad.py turns them into weight gradients)."""
+    the mixing weights' gradients (ga (A, E), gf (J, E)) or None, the conv weight gradients'
+    operands or None): a dict with gz1, gd1 (M, J, E, C) and gz2, gd2 (M, S, E, C), the
+    gradients at each stage's pointwise and depthwise outputs (fastadl/ops/cell_wgrad.py turns
+    them into weight gradients)."""
     PN, C, H, W = x.shape
-    M, E = PN * H * W, weights.shape[0]
+    M, E = g.shape[0], g.shape[1]
     Q = M // P
     n_pool, J, S, A = plan.P, plan.J, plan.S, plan.A
-    idx_a, idx_f = _index_tensors(plan, x.device)
     need_chain = need_x or need_params
-    gw = torch.zeros_like(weights) if need_w else None
+    ga = gf = None
     gx = None  # (M, C)
     x_cl = inter["x_cl"]
     g5 = g.view(P, Q, E, C)
@@ -266,10 +280,9 @@ def fanout_backward(
     if A:
         Am = inter["Ab"].permute(0, 2, 3, 1).reshape(A, M, C)
         if need_w:  # Σ_{m,c} g[m, e, c] A[a, m, c]
-            gw[:, idx_a] = (g.unsqueeze(0) * Am.unsqueeze(2)).sum((1, 3)).t()
+            ga = (g.unsqueeze(0) * Am.unsqueeze(2)).sum((1, 3))  # (A, E)
         if need_x:
-            wa = weights[:, idx_a].t()  # (A, E)
-            gA = (g.unsqueeze(0) * wa.view(A, 1, E, 1)).sum(2)  # (A, M, C)
+            gA = (g.unsqueeze(0) * gw.wa.view(A, 1, E, 1)).sum(2)  # (A, M, C)
             if plan.skip:
                 gx = gA[n_pool]
             if n_pool:
@@ -294,18 +307,16 @@ def fanout_backward(
         runs1, runs2 = stage_runs(plan, H, W)
         Z1, Y, Z2 = inter["Z1"], inter["Y"], inter["Z2"]
         n1 = J - S
-        wf = weights[:, idx_f].t()  # (J, E)
+        wf = gw.wf  # (J, E)
         gq = g5.unsqueeze(2)  # (P, Q, 1, E, C)
         Z1v = Z1.view(P, Q, J, E, C)
         gxh1 = (Z1v[:, :, S:] * gq).sum(1, keepdim=True)  # (P, 1, n1, E, C): Σ_Q g·xhat
         gxh2 = (Z2.view(P, Q, S, E, C) * gq).sum(1, keepdim=True) if S else None
         if need_w:
-            if n1:
-                gw[:, idx_f[:n1]] = gxh1.sum((0, 1, 4)).t()
-            if S:
-                gw[:, idx_f[n1:]] = gxh2.sum((0, 1, 4)).t()
+            parts = ([gxh1.sum((0, 1, 4))] if n1 else []) + ([gxh2.sum((0, 1, 4))] if S else [])
+            gf = torch.cat(parts) if len(parts) > 1 else parts[0]  # (J, E)
         if not need_chain:
-            return None, gw, None
+            return None, (ga, gf) if need_w else None, None
         # dL/dz of the final rows: w ι (g - mean g - xhat mean(g·xhat)); ι: (P|1, 1, rows, E, C)
         gc = gq - g5.mean(1, keepdim=True).unsqueeze(2) if batch else gq
         inv1 = inter["inv1"].view(-1, 1, J, E, C)
@@ -318,14 +329,13 @@ def fanout_backward(
                 gz1v[:, :, S:].addcmul_(Z1v[:, :, S:], a1 * gxh1, value=-1.0 / Q)
         gz2 = gd2 = None
         if S:
-            dw2, pw2 = list(params[2 * J : 2 * J + S]), inter["pw2"]
             a2 = wf[n1:].view(1, 1, S, E, 1) * inter["inv2"].view(-1, 1, S, E, C)
             gz2 = torch.mul(gc, a2, out=x.new_empty(P, Q, S, E, C))
             if batch:
                 gz2.addcmul_(Z2.view(P, Q, S, E, C), a2 * gxh2, value=-1.0 / Q)
             gz2 = gz2.view(M, S, E, C)
-            gd2 = pointwise_input_grad(gz2, pw2)
-            gy = _dw_stage_input_grad(gd2, dw2, runs2, PN, H, W)  # (M, S, E, C)
+            gd2 = pointwise_input_grad(gz2, gw.pw2)
+            gy = _dw_stage_input_grad(gd2, inter["wr2"], runs2, PN, H, W)  # (M, S, E, C)
             gy = fk.relu_grad_to(gy, Y, gy).view(P, Q, S, E, C)
             i1 = inv1[:, :, :S]  # BN of the sep first stages, upstream gradient gy
             if batch:
@@ -334,10 +344,9 @@ def fanout_backward(
                 gz1v[:, :, :S].addcmul_(Z1v[:, :, :S], i1 * b2, value=-1.0)
             else:
                 torch.mul(gy, i1, out=gz1v[:, :, :S])
-        dw1 = list(params[:J])
-        gd1 = pointwise_input_grad(gz1, inter["pw1"])  # (M, J, E, C)
+        gd1 = pointwise_input_grad(gz1, gw.pw1)  # (M, J, E, C)
         if need_x:
-            gr = _dw_stage_input_grad(gd1, dw1, runs1, PN, H, W)  # per kind, per edge
+            gr = _dw_stage_input_grad(gd1, inter["wr1"], runs1, PN, H, W)  # per kind and edge
             gsum = gr.view(M, -1, C).sum(1)  # (M, C): the repeated ReLU(x) is one tensor
             gsum = fk.relu_grad_to(gsum, x_cl.permute(0, 2, 3, 1).reshape(M, C), gsum)
             gx = gsum if gx is None else gx.add_(gsum)
@@ -346,4 +355,4 @@ def fanout_backward(
 
     if need_x and gx is None:
         gx = x.new_zeros(M, C)
-    return gx, gw, ops
+    return gx, ((ga, gf) if need_w else None), ops

@@ -3,7 +3,9 @@
 Backends share one semantics (shared/ARCHITECTURE.md "Mixed-op backends"); ``reference`` is
 the literal sum over the reference op modules and is never removed. ``fused`` is
 fastadl/ops/fused.py, ``triton`` fastadl/ops/triton_backend.py (imported only when used, so
-``import fastadl`` never imports Triton), ``auto`` picks triton for CUDA tensors, fused else.
+``import fastadl`` never imports Triton). ``auto`` picks triton for a CUDA tensor on a device
+where the Triton kernels passed their smoke check (fastadl/ops/triton_check.py: run once per
+device, cached), fused otherwise.
 """
 
 from __future__ import annotations
@@ -42,10 +44,20 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def auto_backend(device: torch.device) -> str:
+    """What ``auto`` means on ``device``: triton on a CUDA device whose cached Triton smoke check
+    passed (the first call per device runs it), fused everywhere else."""
+    if device.type != "cuda":
+        return "fused"
+    from fastadl.ops.triton_check import triton_verdict
+
+    return "triton" if triton_verdict(device).ok else "fused"
+
+
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
-    """The concrete backend ``backend`` means for a tensor on x's device (auto → triton/fused)."""
+    """The concrete backend ``backend`` means for a tensor on x's device (auto → auto_backend)."""
     if check_backend(backend) == "auto":
-        return "triton" if x.is_cuda else "fused"
+        return auto_backend(x.device)
     return backend
 
 

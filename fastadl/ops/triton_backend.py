@@ -99,13 +99,15 @@ def _pointwise_bn(y: Tensor, pw: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
     return _nhwc(bn(_nchw(F.linear(y, pw.weight.flatten(1), pw.bias))))
 
 
-def _batch_norm_from_sums(p: Tensor, s: Tensor, ss: Tensor, bn: nn.BatchNorm2d) -> Tensor:
-    """bn(p) for p: (N, H, W, C) given s = Σ p and ss = Σ p² per channel (C,).
+def _batch_norm_from_sums(
+    p: Tensor, s: Tensor, ss: Tensor, p0: Tensor, bn: nn.BatchNorm2d
+) -> Tensor:
+    """bn(p) for p: (N, H, W, C) given s = Σ (p − p0) and ss = Σ (p − p0)² per channel (C,).
 
     Follows nn.BatchNorm2d.forward: batch statistics (biased variance) in training mode or
     without running stats, running-stat update with the unbiased variance, eval uses the running
-    stats. Var = E[p²] − E[p]² only loses digits when |mean| ≫ std; an edge's input comes out of
-    a BatchNorm (the cell's ReLU-conv-BN preprocessing), so its pooled maps are O(1) in both.
+    stats. The shift p0 (a value of p per channel, kernels/pool.py) keeps Var = E[d²] − E[d]² of
+    d = p − p0 accurate: unshifted it cancels when |mean| ≫ std.
     """
     count = p.numel() // p.shape[-1]
     if bn.training or bn.running_mean is None:
@@ -113,8 +115,9 @@ def _batch_norm_from_sums(p: Tensor, s: Tensor, ss: Tensor, bn: nn.BatchNorm2d) 
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got input size {tuple(p.shape)}"
             )
-        mean = s / count
-        var = (ss / count - mean * mean).clamp_min(0.0)
+        offset = s / count
+        mean = p0 + offset
+        var = (ss / count - offset * offset).clamp_min(0.0)
         if bn.training and bn.track_running_stats:
             with torch.no_grad():
                 bn.num_batches_tracked.add_(1)
@@ -166,8 +169,10 @@ def triton_mixed_op(
     if pools:
         mx, av, stats = tf.pool3x3(xh)
         for k, kind in pools.items():
-            p, s, ss = (mx, stats[0], stats[1]) if kind == "max" else (av, stats[2], stats[3])
-            ys[k] = _batch_norm_from_sums(p, s, ss, ops[k].bn)
+            p, s, ss, shift = (
+                (mx, stats[0], stats[1], stats[4]) if kind == "max" else (av, *stats[2:4], stats[5])
+            )
+            ys[k] = _batch_norm_from_sums(p, s, ss, shift, ops[k].bn)
 
     first: dict[int, Tensor] = {}  # ReLU → first depthwise conv of each conv branch
     by_spec = {_dw_spec(st[0][0]): k for k, st in convs.items()}

@@ -125,47 +125,75 @@ def dwconv(x: Tensor, weight: Tensor, dilation: int = 1, relu: bool = False) -> 
     return _dwconv(x.contiguous(), weight.contiguous(), dilation, relu)
 
 
-# ---- fused first stage of an edge's four conv branches ------------------------------------------
+# ---- fused first stage of the four conv branches of E edges reading one input -------------------
 
 
-@torch.library.custom_op("fastadl::edge_dwconv", mutates_args=())
-def _edge_dwconv(x: Tensor, w_s3: Tensor, w_s5: Tensor, w_d3: Tensor, w_d5: Tensor) -> Tensor:
+@torch.library.custom_op("fastadl::edge_dwconv_multi", mutates_args=())
+def _edge_dwconv_multi(x: Tensor, w_s3: Tensor, w_s5: Tensor, w_d3: Tensor, w_d5: Tensor) -> Tensor:
     return _edge.edge_dwconv_fwd(x, w_s3, w_s5, w_d3, w_d5)
 
 
-@_edge_dwconv.register_fake
+@_edge_dwconv_multi.register_fake
 def _(x, w_s3, w_s5, w_d3, w_d5):
-    return _empty(x, (4, *x.shape))
+    return _empty(x, (w_s3.shape[0], 4, *x.shape))
 
 
-@torch.library.custom_op("fastadl::edge_dwconv_backward", mutates_args=())
-def _edge_dwconv_backward(
+@torch.library.custom_op("fastadl::edge_dwconv_multi_backward", mutates_args=())
+def _edge_dwconv_multi_backward(
     dy: Tensor, x: Tensor, w_s3: Tensor, w_s5: Tensor, w_d3: Tensor, w_d5: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     return _edge.edge_dwconv_bwd(dy, x, w_s3, w_s5, w_d3, w_d5)
 
 
-@_edge_dwconv_backward.register_fake
+@_edge_dwconv_multi_backward.register_fake
 def _(dy, x, w_s3, w_s5, w_d3, w_d5):
-    return _empty(x), _empty(w_s3), _empty(w_s5), _empty(w_d3), _empty(w_d5)
+    E, C = w_s3.shape[:2]
+    return _empty(x), _empty(w_s3, (68 * E * C,))
 
 
-def _edge_dwconv_setup(ctx, inputs, output):
+def _edge_dwconv_multi_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _edge_dwconv_grad(ctx, dy):
-    return _edge_dwconv_backward(dy, *ctx.saved_tensors)
+def _edge_dwconv_multi_grad(ctx, dy):
+    # the four filter gradients come back as one buffer (custom-op outputs may not alias)
+    dx, dw = _edge_dwconv_multi_backward(dy, *ctx.saved_tensors)
+    E, C = ctx.saved_tensors[1].shape[:2]
+    return dx, *_edge.split_filter_grads(dw, E, C)
 
 
-_edge_dwconv.register_autograd(_edge_dwconv_grad, setup_context=_edge_dwconv_setup)
+_edge_dwconv_multi.register_autograd(
+    _edge_dwconv_multi_grad, setup_context=_edge_dwconv_multi_setup
+)
+
+
+def edge_dwconv_multi(x: Tensor, w_s3: Tensor, w_s5: Tensor, w_d3: Tensor, w_d5: Tensor) -> Tensor:
+    """The first ReLU → depthwise stage of the four conv branches of E edges that read one input.
+
+    x: (N, H, W, C) channels-last input (an NCHW tensor's ``permute(0, 2, 3, 1)`` is fine; it is
+    made contiguous once). Filters, one bank per branch, each edge's k×k filters flattened
+    row-major, ``conv.weight.view(C, k * k)`` stacked over the E edges:
+    w_s3 (E, C, 9) 3×3 dilation 1 (sep_conv_3x3), w_s5 (E, C, 25) 5×5 dilation 1 (sep_conv_5x5),
+    w_d3 (E, C, 9) 3×3 dilation 2 (dil_conv_3x3), w_d5 (E, C, 25) 5×5 dilation 2 (dil_conv_5x5).
+    Returns y (E, 4, N, H, W, C), contiguous: y[e, b] = conv2d(ReLU(x), filter b of edge e,
+    'same' padding, groups=C) in channels-last, b in the order (s3, s5, d3, d5).
+
+    Differentiable in x and all four banks: dx = [x > 0] · Σ over the E·4 filters (one gather,
+    no atomics), and each bank's gradient (E, C, k·k) by a deterministic two-stage reduction
+    (bitwise repeatable). Any float dtype in, float32 accumulation, y in x's dtype, filter
+    gradients in the filters' dtype. CUDA tensors (one device), or CPU under TRITON_INTERPRET=1.
+    """
+    ws = (w.contiguous() for w in (w_s3, w_s5, w_d3, w_d5))
+    return _edge_dwconv_multi(x.contiguous(), *ws)
 
 
 def edge_dwconv(x: Tensor, w_s3: Tensor, w_s5: Tensor, w_d3: Tensor, w_d5: Tensor) -> Tensor:
-    """x: (N, H, W, C); depthwise filters (C, 1, k, k) of 3×3 d1, 5×5 d1, 3×3 d2, 5×5 d2
-    → (4, N, H, W, C): the four depthwise convs of ReLU(x), in that order."""
-    ws = (w.contiguous() for w in (w_s3, w_s5, w_d3, w_d5))
-    return _edge_dwconv(x.contiguous(), *ws)
+    """One edge: x (N, H, W, C); depthwise filters (C, 1, k, k) of 3×3 d1, 5×5 d1, 3×3 d2, 5×5 d2
+    → (4, N, H, W, C): the four depthwise convs of ReLU(x), in that order (edge_dwconv_multi
+    with E = 1; the views cost nothing and carry the gradients back to the (C, 1, k, k) weights)."""
+    C = x.shape[-1]
+    ws = (w.reshape(1, C, -1) for w in (w_s3, w_s5, w_d3, w_d5))
+    return edge_dwconv_multi(x, *ws)[0]
 
 
 # ---- fused 3×3 max + avg pool with BatchNorm sums -----------------------------------------------
@@ -178,29 +206,30 @@ def _pool3x3(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 @_pool3x3.register_fake
 def _(x):
-    stats = _empty(x, (4, x.shape[-1]), torch.float32)
+    stats = _empty(x, (6, x.shape[-1]), torch.float32)
     return _empty(x), _empty(x), stats, _empty(x, dtype=torch.int8)
 
 
 @torch.library.custom_op("fastadl::pool3x3_backward", mutates_args=())
 def _pool3x3_backward(
-    dmax: Tensor, davg: Tensor, dstats: Tensor, mx: Tensor, av: Tensor, arg: Tensor
+    dmax: Tensor, davg: Tensor, dstats: Tensor, mx: Tensor, av: Tensor, arg: Tensor, stats: Tensor
 ) -> Tensor:
-    return _pool.pool3x3_bwd(dmax, davg, dstats, mx, av, arg)
+    return _pool.pool3x3_bwd(dmax, davg, dstats, mx, av, arg, stats)
 
 
 @_pool3x3_backward.register_fake
-def _(dmax, davg, dstats, mx, av, arg):
+def _(dmax, davg, dstats, mx, av, arg, stats):
     return _empty(dmax)
 
 
 def _pool3x3_setup(ctx, inputs, output):
-    mx, av, _, arg = output
-    ctx.save_for_backward(mx, av, arg)
+    mx, av, stats, arg = output
+    ctx.save_for_backward(mx, av, arg, stats)
 
 
 def _pool3x3_grad(ctx, dmax, davg, dstats, _darg):
-    # autograd hands zeros (never None) for outputs the caller did not use; argmax has no grad
+    # autograd hands zeros (never None) for outputs the caller did not use; argmax has no
+    # grad, and the shift rows of stats are constants (kernels/pool.py)
     return _pool3x3_backward(dmax, davg, dstats, *ctx.saved_tensors)
 
 
@@ -209,7 +238,9 @@ _pool3x3.register_autograd(_pool3x3_grad, setup_context=_pool3x3_setup)
 
 def pool3x3(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """x: (N, H, W, C) → (max, avg, stats): the 3×3 stride-1 max pool and avg pool
-    (count_include_pad=False), both (N, H, W, C), and stats (4, C) fp32 holding per channel
-    Σ max, Σ max², Σ avg, Σ avg² over N·H·W (what the pools' BatchNorms need)."""
+    (count_include_pad=False), both (N, H, W, C), and stats (6, C) fp32 holding per channel
+    Σ (max − m₀), Σ (max − m₀)², Σ (avg − a₀), Σ (avg − a₀)² over N·H·W, then m₀ and a₀ (the
+    pools at pixel 0): what the pools' BatchNorms need, shifted so that their variance stays
+    accurate in float32 (kernels/pool.py)."""
     mx, av, stats, _ = _pool3x3(x.contiguous())
     return mx, av, stats

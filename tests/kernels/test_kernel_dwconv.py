@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from fastadl.kernels import dwconv as kernel
+from fastadl.kernels import nhwc
 
 from fastadl.ops.triton_functions import dwconv
 
@@ -47,8 +49,41 @@ def test_dwconv_matches_conv2d(shape, k, dilation, relu):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("k, dilation", [(3, 1), (5, 2)])
+def test_weight_grad_reduction_over_several_programs(k, dilation):
+    """``programs`` forces several partial rows; the last program's tiles run past the pixels."""
+    shape = (3, 6, 7, 11)  # 231 pixels in 15 tiles of 16: 4 rows of 4 tiles, the 16th all tail
+    N, C, H, W = shape
+    bp, bc = nhwc.blocks(C, kernel._WGRAD_CFG[0])
+    grid, tiles = nhwc.reduce_grid(N * H * W, C, bp, bc, torch.device(DEVICE), programs=4)
+    assert grid[0] == 4 and grid[0] * tiles * bp > N * H * W
+    x, g = torch.randn(shape, device=DEVICE), torch.randn(shape, device=DEVICE)
+    w = torch.randn(C, 1, k, k, device=DEVICE)
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    expected = torch.autograd.grad(_reference(xr, wr, dilation, True), wr, g)[0]
+    nhwc_ = (t.permute(0, 2, 3, 1) for t in (g, x))
+    got = kernel.dwconv_bwd_weight(*nhwc_, w, dilation, relu=True, programs=4)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_activations_with_float32_filters(dtype):
+    """What autocast hands the kernels: half-precision x and dout, float32 filters. Products
+    accumulate in float32, so the result is the float32 conv of the rounded inputs up to the
+    output's rounding."""
+    x = torch.randn(2, 4, 7, 9, device=DEVICE).to(dtype)
+    g = torch.randn(2, 4, 7, 9, device=DEVICE).to(dtype)
+    w = torch.randn(4, 1, 5, 5, device=DEVICE)
+    got = _grads(_triton(2, True), x, w, g)
+    expected = _grads(lambda x, w: _reference(x, w, 2, True), x.float(), w, g.float())
+    assert got[0].dtype == got[1].dtype == dtype and got[2].dtype == torch.float32
+    for name, a, b in zip(("out", "dx", "dweight"), got, expected, strict=True):
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-2 * b.abs().max().item(),
+                                   msg=lambda m, n=name: f"{n}: {m}")  # fmt: skip
+
+
 def test_dwconv_is_deterministic():
-    x, g = torch.randn(3, 5, 13, 17, device=DEVICE), torch.randn(3, 5, 13, 17, device=DEVICE)
+    x, g = torch.randn(2, 5, 7, 9, device=DEVICE), torch.randn(2, 5, 7, 9, device=DEVICE)
     w = torch.randn(5, 1, 5, 5, device=DEVICE)
     first, second = (_grads(_triton(2, True), x, w, g) for _ in range(2))
     for a, b in zip(first, second, strict=True):

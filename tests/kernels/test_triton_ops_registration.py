@@ -17,12 +17,12 @@ def _t(*shape, grad=True):
 CASES = {
     "weighted_sum": lambda: (_t(3, 2, 3, 5), _t(3)),
     "dwconv": lambda: (_t(2, 3, 5, 4), _t(4, 1, 5, 5), 2, True),
-    "edge_dwconv": lambda: (
+    "edge_dwconv_multi": lambda: (
         _t(1, 3, 5, 4),
-        _t(4, 1, 3, 3),
-        _t(4, 1, 5, 5),
-        _t(4, 1, 3, 3),
-        _t(4, 1, 5, 5),
+        _t(2, 4, 9),
+        _t(2, 4, 25),
+        _t(2, 4, 9),
+        _t(2, 4, 25),
     ),  # fmt: skip
     "pool3x3": lambda: (_t(2, 3, 5, 4),),
 }
