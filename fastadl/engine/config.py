@@ -73,6 +73,11 @@ PRESETS: dict[str, SearchConfig] = {
         arch_start_epoch=2,
         batch_size=8,
         w_lr=0.05,
+        # 100 architecture steps instead of the paper's ~15,000 (§3: 20 epochs of 744): Adam
+        # moves a logit by at most lr per step, so the paper's 3e-3 leaves softmax(α) within
+        # 0.10-0.15 of uniform; 0.05 lets α and β move as far as their noisy gradients allow
+        # (docs/SEARCH_QUALITY.md: 0.03 and 0.1 measured beside it).
+        arch_lr=0.05,
     ),
 }
 
