@@ -44,11 +44,17 @@ from fastadl.engine.config_base import ConfigError
 RETRAIN_EPOCHS = 20
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _count(low: int):
+    def parse_count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse_count
 
 
 def build_study_parser() -> argparse.ArgumentParser:
@@ -65,9 +71,10 @@ def build_study_parser() -> argparse.ArgumentParser:
     for name, text in kinds.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--out", required=True, metavar="DIR", help="study directory (required)")
-        s.add_argument("--seeds", type=_positive, default=3, metavar="N",
+        s.add_argument("--seeds", type=_count(0 if name == "searched-vs-random" else 1),
+                       default=3, metavar="N",
                        help="searches (seeds 0..N-1), or seeds per cell for 'cells' (default 3)")  # fmt: skip
-        s.add_argument("--retrain-epochs", type=_positive, default=RETRAIN_EPOCHS, metavar="E",
+        s.add_argument("--retrain-epochs", type=_count(1), default=RETRAIN_EPOCHS, metavar="E",
                        help="epochs of every retraining, tiny train preset otherwise "
                        f"(default {RETRAIN_EPOCHS})")  # fmt: skip
         s.add_argument("--train-flags", default="", metavar="FLAGS",
@@ -75,8 +82,9 @@ def build_study_parser() -> argparse.ArgumentParser:
                        'string, e.g. --train-flags="--lr 0.02"')  # fmt: skip
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "searched-vs-random":
-            s.add_argument("--random", type=_positive, default=5, metavar="N",
-                           help="random genotypes (default 5)")  # fmt: skip
+            s.add_argument("--random", type=_count(0), default=5, metavar="N",
+                           help="random genotypes (default 5; 0 with a search variant compares "
+                           "it against another study's random group)")  # fmt: skip
             s.add_argument("--search-flags", default="", metavar="FLAGS",
                            help="flags of python -m fastadl.search for every search, e.g. "
                            '--search-flags="--max-skips 2" (default: the tiny preset)')  # fmt: skip
@@ -121,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
     try:
+        if args.study == "searched-vs-random" and not (args.seeds or args.random):
+            raise ConfigError("--seeds and --random are both 0: nothing to run")
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {args.out} is a file, not a study directory")
         train = flag_overrides("fastadl.train", args.train_flags, "--train-flags")

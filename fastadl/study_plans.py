@@ -91,11 +91,13 @@ def plan_searched_vs_random(
     preset, overrides = search
     if "seed" in overrides:
         raise ConfigError("--search-flags: --seed is set by the study (seeds 0..N-1)")
-    searches = [
-        search_config.resolve(preset or search_config.DEFAULT_PRESET, {**overrides, "seed": s})
-        for s in range(seeds)
-    ]
-    space = searches[0]
+
+    def search_cfg(seed: int):
+        return search_config.resolve(preset or search_config.DEFAULT_PRESET,
+                                     {**overrides, "seed": seed})  # fmt: skip
+
+    searches = [search_cfg(s) for s in range(seeds)]
+    space = search_cfg(0)  # the space random genotypes are drawn from, also with --seeds 0
     rng = random.Random(draw_seed)
     drawn = [
         random_genotype(rng, space.block_multiplier, space.layers, space.filter_multiplier)
