@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastadl.engine.steps import NonFiniteError
     from fastadl.study_jobs import open_study, run_jobs
     from fastadl.study_plans import plan_cells, plan_searched_vs_random
-    from fastadl.study_report import write_report
+    from fastadl.study_report import verdict_line, write_report
 
     out = Path(args.out).resolve()
     command = "python -m fastadl.study " + " ".join(
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, OSError) as e:
         return fail(user_message(e))
     summary = write_report(out, args.study, command, results, len(jobs))
-    print(f"study done: {out / 'report.md'}; verdict {summary['verdict']}")
+    print(f"study done: {out / 'report.md'}\n{verdict_line(args.study, summary['verdict'])}")
     return 0
 
 

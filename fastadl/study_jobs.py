@@ -86,7 +86,22 @@ def read_result(out: Path, job: Job) -> dict | None:
     path = out / job.name / RESULT_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if job.kind == "search" and "arch" not in result:  # written before results held it
+        result["arch"] = last_arch_summary(out / job.name / "metrics.jsonl")
+    return result
+
+
+ARCH_KEYS = ("alpha_max_mean", "alpha_entropy", "beta_entropy", "skip_count", "op_shares",
+             "arch_frozen_at")  # fmt: skip
+
+
+def last_arch_summary(metrics_path: Path) -> dict:
+    """The architecture summary of a search's last epoch record (engine/arch_stats.py)."""
+    from fastadl.engine.metrics_log import read
+
+    epochs = [r for r in read(metrics_path) if r.get("kind") == "epoch"]
+    return {k: epochs[-1][k] for k in ARCH_KEYS if epochs and k in epochs[-1]}
 
 
 def run_job(out: Path, job: Job, progress: bool) -> dict:
@@ -111,6 +126,8 @@ def run_job(out: Path, job: Job, progress: bool) -> dict:
     }
     if job.kind == "search" or (run_dir / "genotype.json").is_file():
         result["genotype"] = json.loads((run_dir / "genotype.json").read_text(encoding="utf-8"))
+    if job.kind == "search":
+        result["arch"] = last_arch_summary(run_dir / "metrics.jsonl")
     write_json_atomic(run_dir / RESULT_FILE, result)
     return result
 

@@ -93,6 +93,42 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def search_table(results: list[dict]) -> str:
+    """One row per finished search: supernet val mIoU, how far α and β moved, the decoded cell."""
+    lines = [
+        "| search | first / final supernet val mIoU | mean max softmax(α) | α entropy | "
+        "β entropy | skips | op shares (of the decoded cell) | path |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.get("kind") != "search":
+            continue
+        a = r.get("arch", {})
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in a.get("op_shares", {}).items())
+        frozen = (
+            f" (α/β frozen after epoch {a['arch_frozen_at']})" if a.get("arch_frozen_at") else ""
+        )
+        lines.append(
+            f"| {r['name']} | {_fmt(r.get('first_val_miou'), 3)} / {_fmt(r['val_miou'], 3)} | "
+            f"{_fmt(a.get('alpha_max_mean'), 3)} | {_fmt(a.get('alpha_entropy'), 3)} | "
+            f"{_fmt(a.get('beta_entropy'), 3)} | {a.get('skip_count', '')}{frozen} | {shares} | "
+            f"{r.get('genotype', {}).get('path', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict_line(kind: str, verdict: dict) -> str:
+    if not verdict.get("complete"):
+        return "Verdict: not enough finished groups yet."
+    if kind == "searched-vs-random":
+        yes = "exceeds" if verdict["beats_random_by_one_std"] else "does not exceed"
+        return (f"Verdict: searched mean − random mean = {verdict['margin']:+.4f}, which {yes} "
+                f"one std of the random group ({verdict['random_std']:.4f}).")  # fmt: skip
+    yes = "more" if verdict["cells_matter"] else "not more"
+    return (f"Verdict: the cells' means span {verdict['range_of_means']:.4f}, {yes} than the "
+            f"largest seed-to-seed std ({verdict['largest_seed_std']:.4f}).")  # fmt: skip
+
+
 def stats_table(stats: dict[str, dict]) -> str:
     lines = ["| group | runs | mean val mIoU | std | values |", "|---|---|---|---|---|"]
     for g, s in stats.items():
@@ -127,9 +163,11 @@ def write_report(out: Path, kind: str, command: str, results: list[dict], total:
         "",
         stats_table(stats),
         "",
-        f"Verdict: {verdict}",
+        verdict_line(kind, verdict),
         "",
         markdown_table(results),
+        "",
+        *([search_table(results), ""] if any(r.get("kind") == "search" for r in results) else []),
         "",
         *[f"![{p.stem}](plots/{p.name})" for p in plots],
         "",
