@@ -94,6 +94,8 @@ def test_a_killed_study_continues_from_what_it_finished(tmp_path, monkeypatch, c
         (["--train-flags=--epochs 3"], "--epochs is set by the study"),
         (["--search-flags=--out x"], "--out is set by the study"),
         (["--train-flags=--batch-size 0"], "batch_size"),
+        (["--seeds", "0", "--random", "0"], "nothing to run"),
+        (["--random", "-1"], "--random: must be >= 0"),
     ],
 )
 def test_bad_flags_give_one_clear_line(tmp_path, capsys, extra, fragment):
@@ -114,3 +116,15 @@ def test_another_study_in_the_same_directory_is_refused(tmp_path, monkeypatch, c
     assert (out / "genotypes" / "random-r0.json").read_text() == drawn  # left as it was
     assert main(["cells", "--out", str(out), "--no-progress"]) == 2
     assert main(["nope", "--out", str(out)]) == 2
+
+
+def test_one_group_only_studies(tmp_path, monkeypatch):
+    calls = []
+    fake_runs(monkeypatch, calls)
+    assert main([*study_args(tmp_path / "a"), "--random", "0"]) == 0  # a search variant alone
+    assert [name for name, _ in calls] == ["search-s0", "train-searched-s0"]
+    calls.clear()
+    assert main([*study_args(tmp_path / "b"), "--seeds", "0", "--random", "2"]) == 0
+    assert [name for name, _ in calls] == ["train-random-r0", "train-random-r1"]
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["verdict"] == {"complete": False} and summary["groups"]["random"]["n"] == 2
