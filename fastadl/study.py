@@ -57,6 +57,13 @@ def _count(low: int):
     return parse_count
 
 
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected levels like 0,0,1,2, got {text!r}") from None
+
+
 def build_study_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m fastadl.study",
@@ -92,6 +99,10 @@ def build_study_parser() -> argparse.ArgumentParser:
                            help="seed of every retraining: same data, order and init (default 0)")  # fmt: skip
             s.add_argument("--draw-seed", type=int, default=0, metavar="S",
                            help="seed of the random genotype draws (default 0)")  # fmt: skip
+            s.add_argument("--fixed-path", type=_levels, metavar="L1,L2,...",
+                           help="a control: the random cells on this path (levels per layer, "
+                           "e.g. 0,0,0,0, what an untrained β decodes to) instead of random "
+                           "paths")  # fmt: skip
     return p
 
 
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             search = flag_overrides("fastadl.search", args.search_flags, "--search-flags")
             settings, jobs, files = plan_searched_vs_random(
                 out, args.seeds, args.random, args.retrain_epochs, args.retrain_seed,
-                args.draw_seed, search, train,
+                args.draw_seed, search, train, args.fixed_path,
             )  # fmt: skip
         open_study(out, args.study, settings, jobs)
         for path, genotype in files.items():  # after the check: never overwrite another study's

@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 from fastadl.engine import config as search_config
 from fastadl.engine import train_config
 from fastadl.engine.config_base import ConfigError
-from fastadl.genotype import PAPER_GENOTYPE, Genotype
+from fastadl.genotype import PAPER_GENOTYPE, Genotype, GenotypeError
 from fastadl.study_jobs import Job
 from fastadl.study_random import random_genotype
 
@@ -82,11 +83,14 @@ def plan_searched_vs_random(
     draw_seed: int,
     search: Flags,
     train: Flags,
+    fixed_path: tuple[int, ...] | None = None,
 ) -> tuple[dict, list[Job], dict[Path, Genotype]]:
     """(settings, jobs, genotype files to write) of a searched-vs-random study in ``out``.
 
     Jobs interleave: search s0, its retraining, random r0, search s1, ... so a study that is
-    stopped early already has both groups to compare.
+    stopped early already has both groups to compare. fixed_path: a control, random cells on
+    this path (the cells are those of the same draw seed without it: the path is drawn and
+    then replaced, so the two random groups are paired cell by cell).
     """
     preset, overrides = search
     if "seed" in overrides:
@@ -103,6 +107,11 @@ def plan_searched_vs_random(
         random_genotype(rng, space.block_multiplier, space.layers, space.filter_multiplier)
         for _ in range(n_random)
     ]
+    if fixed_path is not None:
+        try:
+            drawn = [dataclasses.replace(g, path=fixed_path) for g in drawn]
+        except GenotypeError as e:
+            raise GenotypeError(f"--fixed-path {list(fixed_path)}: {e}") from None
     files = {genotype_file(out, f"random-r{i}"): g for i, g in enumerate(drawn)}
     searched, randoms = [], []
     for s, cfg in enumerate(searches):
@@ -119,7 +128,8 @@ def plan_searched_vs_random(
     for k in range(max(seeds, n_random)):
         jobs += searched[2 * k : 2 * k + 2] + randoms[k : k + 1]
     settings = {"seeds": seeds, "random": n_random, "retrain_epochs": retrain_epochs,
-                "retrain_seed": retrain_seed, "draw_seed": draw_seed}  # fmt: skip
+                "retrain_seed": retrain_seed, "draw_seed": draw_seed,
+                "fixed_path": None if fixed_path is None else list(fixed_path)}  # fmt: skip
     return settings, jobs, files
 
 

@@ -128,3 +128,16 @@ def test_one_group_only_studies(tmp_path, monkeypatch):
     assert [name for name, _ in calls] == ["train-random-r0", "train-random-r1"]
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["verdict"] == {"complete": False} and summary["groups"]["random"]["n"] == 2
+
+
+def test_fixed_path_control_keeps_the_random_cells(tmp_path, monkeypatch, capsys):
+    fake_runs(monkeypatch, [])
+    args = ["--seeds", "0", "--random", "3"]
+    assert main([*study_args(tmp_path / "a"), *args]) == 0
+    assert main([*study_args(tmp_path / "b"), *args, "--fixed-path", "0,0,1"]) == 0
+    for i in range(3):
+        free = Genotype.load(tmp_path / "a" / "genotypes" / f"random-r{i}.json")
+        fixed = Genotype.load(tmp_path / "b" / "genotypes" / f"random-r{i}.json")
+        assert fixed.cell == free.cell and fixed.path == (0, 0, 1)
+    assert main([*study_args(tmp_path / "c"), *args, "--fixed-path", "0,2,2"]) == 2
+    assert "--fixed-path [0, 2, 2]" in capsys.readouterr().err
