@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,12 +120,24 @@ def peak_memory(s: Setting, backend: str, recompute: bool, compile: bool) -> dic
     return json.loads(out.strip().splitlines()[-1])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size. /proc's VmHWM where there is one: getrusage's
+    ru_maxrss survives fork + exec, so a child would report its parent's peak at the fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_memory(s: Setting, backend: str, recompute: bool, compile: bool) -> None:
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mb()
     it = Iteration(s, backend, recompute=recompute, compile=compile)
     it.run()
     it.run()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     cuda = torch.cuda.max_memory_allocated() / 2**20 if DEVICE == "cuda" else None
     print(json.dumps({"peak_rss_mb": rss, "rss_before_mb": base, "cuda_peak_mb": cuda}))
 

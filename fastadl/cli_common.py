@@ -73,8 +73,11 @@ def _shown(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, defaults, label: str):
-    """One ``--field-name`` flag per config field, its help from the field's ``option``.
+def add_config_flags(
+    parser: argparse.ArgumentParser, config_cls: type, defaults, label: str, skip=frozenset()
+):
+    """One ``--field-name`` flag per config field (but those in ``skip``), its help from the
+    field's ``option``.
 
     The parser default is None (= keep the preset's value); the help shows ``defaults``' value
     (the chosen preset's), with the unit and the choices.
@@ -84,6 +87,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, defaults
     )
     kinds = field_types(config_cls)
     for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
         meta, kind = f.metadata, kinds[f.name]
         flag = "--" + f.name.replace("_", "-")
         text = meta.get("help", "")

@@ -20,7 +20,8 @@ import argparse
 import sys
 
 from fastadl.cli_common import USER_ERRORS, add_config_flags, fail, overrides_from
-from fastadl.engine.config import PRESETS, SearchConfig, resolve
+from fastadl.engine.config import PRESETS, SearchConfig
+from fastadl.engine.config_base import resolve_preset
 
 # Training images per dataset (the split gives each half about a half of them).
 TRAIN_IMAGES = {"cityscapes": 2975, "voc": 1464, "ade20k": 20210}
@@ -61,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="device for --time-iters: auto, cpu, cuda:1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, SearchConfig, skip={"device", "backend"})
+    add_config_flags(
+        p, SearchConfig, PRESETS["paper"], "the paper preset", skip={"device", "backend"}
+    )
     return p
 
 
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastadl.diagnostics.gpus import GPUS
 
     try:
-        cfg = resolve(args.preset, overrides_from(args, SearchConfig))
+        cfg = resolve_preset(PRESETS, args.preset, overrides_from(args, SearchConfig))
     except USER_ERRORS as e:
         return fail(str(e))
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -55,6 +55,12 @@ def transition_mask(layers: int) -> torch.Tensor:
     return mask
 
 
+def at_least_float32(t: torch.Tensor) -> torch.dtype:
+    """float32 for half/bfloat16/float32 parameters (α and β's softmaxes stay float32 under
+    autocast), float64 for a float64 network."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 def normalize_betas(betas: torch.Tensor) -> torch.Tensor:
     """Paper Eq. 7: softmax over each source node's *outgoing* edges.
 
@@ -66,7 +72,7 @@ def normalize_betas(betas: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"betas must have shape (L, 4, 3), got {tuple(betas.shape)}")
     mask = transition_mask(betas.shape[0]).to(betas.device)
     row_exists = mask.any(-1, keepdim=True)
-    logits = betas.float().masked_fill(~mask, float("-inf"))
+    logits = betas.to(at_least_float32(betas)).masked_fill(~mask, float("-inf"))
     logits = torch.where(row_exists, logits, torch.zeros_like(logits))  # no all -inf rows
     return torch.where(mask, logits.softmax(-1), torch.zeros_like(logits))
 

@@ -40,6 +40,10 @@ FLAG_VARIANTS: list[tuple[list[str], str]] = [
     (["--compile", "yes"], "yes"),
     (["--data", "cityscapes"], "--data-root"),
     (["--num-images", "1"], "1"),
+    (["--resize-factor", "0"], "resize_factor"),
+    (["--resize-factor", "half"], "--resize-factor"),
+    (["--resize-factor", "0.5", "--image-height", "100"], "resize_factor"),
+    (["--image-width", "-2"], "image_width"),
 ]
 SEARCH_FLAGS = [
     (["--layers", "0"], "layers"),
@@ -47,6 +51,7 @@ SEARCH_FLAGS = [
     (["--arch-start-epoch", "99"], "arch_start_epoch"),
     (["--w-lr", "-1"], "w_lr"),
     (["--filter-multiplier", "x"], "--filter-multiplier"),
+    (["--val-bn", "mixed"], "--val-bn"),
 ]
 TRAIN_FLAGS = [
     (["--model", "XL"], "--model"),
@@ -54,6 +59,10 @@ TRAIN_FLAGS = [
     (["--lr", "0"], "lr"),
     (["--val-every", "0"], "val_every"),
     (["--genotype", ""], "genotype"),
+    (["--aspp-dropout", "1"], "aspp_dropout"),
+    (["--bn-momentum", "2"], "bn_momentum"),
+    (["--backbone-bn-eps", "0"], "backbone_bn_eps"),
+    (["--input-norm", "tf"], "--input-norm"),
 ]
 
 

@@ -38,8 +38,8 @@ def save(path: Path, array: np.ndarray, palette: list[int] | None = None) -> Pat
 
 
 def write_cityscapes(root: Path, split: str = "train", masks: dict | None = None) -> dict:
-    """leftImg8bit/<split>/<city>/*_leftImg8bit.png + gtFine/.../*_gtFine_labelIds.png.
-    Returns {id: raw labelId mask}."""
+    """leftImg8bit/<split>/<city>/*_leftImg8bit.png + gtFine/.../*_gtFine_labelIds.png, each
+    image the size of its mask. Returns {id: raw labelId mask}."""
     masks = masks or {
         "aachen/aachen_000000_000019": label_pattern([0, 7, 8, 26]),
         "aachen/aachen_000001_000019": label_pattern([11, 24, 33, 1]),
@@ -47,10 +47,10 @@ def write_cityscapes(root: Path, split: str = "train", masks: dict | None = None
     }
     for i, (item_id, mask) in enumerate(masks.items()):
         city, stem = item_id.split("/")
-        save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", rgb(i))
+        save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", rgb(i, *mask.shape))
         save(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", mask)
         # The other gtFine files sit beside it and must be ignored.
-        save(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", rgb(100 + i))
+        save(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", rgb(100 + i, *mask.shape))
     return masks
 
 

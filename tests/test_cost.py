@@ -63,7 +63,7 @@ def test_piece_counts_add_up_to_the_whole_network(backend, one_thread):
         x, y = torch.empty(2, 3, 17, 19), torch.zeros(2, 17, 19, dtype=torch.long)
         weights, arch = net.weight_parameters(), net.arch_parameters()
         whole = {}
-        for step, wrt, frozen in (("weight", weights, arch), ("arch", arch, [])):
+        for step, wrt, frozen in (("weight", weights, arch), ("arch", arch, weights)):
             for p in frozen:
                 p.requires_grad_(False)
 

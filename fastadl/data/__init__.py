@@ -21,7 +21,15 @@ from fastadl.data.cityscapes import Cityscapes
 from fastadl.data.folder import ImageFolder
 from fastadl.data.split import load_split, make_split, save_split
 from fastadl.data.synthetic import SyntheticScenes
-from fastadl.data.transforms import MEAN, STD, TrainTransform, denormalize, pad_collate
+from fastadl.data.transforms import (
+    MEAN,
+    STD,
+    PreResize,
+    Resize,
+    TrainTransform,
+    denormalize,
+    pad_collate,
+)
 from fastadl.data.voc import VOC
 
 # name → class taking (root, split, transform); synthetic is built separately (no root).
@@ -40,13 +48,16 @@ def build_dataset(
     seed: int = 0,
     scale_range: tuple[float, float] | None = None,
     flip: bool = True,
+    resize: PreResize | None = None,
     **kwargs,
 ) -> SegmentationDataset:
     """The ``split`` ("train" or "val") of dataset ``name`` (one of DATASETS).
 
     train=True: random scale (``scale_range``, default per dataset: 0.5–2.0 for real data,
     0.75–1.25 for synthetic), random ``crop_size`` crop padded with 0 / 255, random horizontal
-    flip. train=False: full images, no randomness (``crop_size`` is not used).
+    flip. train=False: full images, no randomness (``crop_size`` is not used). ``resize``
+    (None or identity: the files' size) resizes every image (bilinear) and mask (nearest)
+    first: for training before the random scale and crop, for evaluation as the whole transform.
     ``seed`` fixes the synthetic scenes; ``root`` is ignored for synthetic. Extra keyword
     arguments go to the dataset (synthetic: ``image_size``, ``num_images``).
     Raises ValueError for an unknown name or split, DatasetError for a missing root or bad files.
@@ -61,8 +72,13 @@ def build_dataset(
         if kwargs:
             raise TypeError(f"dataset {name!r} takes no options {sorted(kwargs)}")
         ds = _FILE_DATASETS[name](root, split)
+    if resize is not None and resize.is_identity:
+        resize = None
     if train:
-        ds.transform = TrainTransform(crop_size, scale_range or ds.default_scale_range, flip)
+        scales = scale_range or ds.default_scale_range
+        ds.transform = TrainTransform(crop_size, scales, flip, resize)
+    elif resize is not None:
+        ds.transform = Resize(resize)
     return ds
 
 
@@ -76,6 +92,8 @@ __all__ = [
     "Cityscapes",
     "DatasetError",
     "ImageFolder",
+    "PreResize",
+    "Resize",
     "SegmentationDataset",
     "SegmentationSubset",
     "SyntheticScenes",

@@ -6,10 +6,9 @@ modules is what is counted.
 
 Two step kinds, as the search loop runs them: ``weight`` (α, β frozen; gradients of every
 weight and of every input that needs one; saved activations measured here) and ``arch``
-(``torch.autograd.grad`` of the loss for α and β, the weights still requiring grad, as
+(``torch.autograd.grad`` of the loss for α and β with the weights frozen, as
 fastadl/engine/architect.py does: autograd runs a piece's backward only as far as its inputs
-depend on α or β, and tells built-in operators which gradients are wanted; an
-autograd.Function computes every gradient its inputs require).
+depend on α or β, and no weight gradient is computed).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from fastadl.diagnostics.counting import Counts, count
 from fastadl.diagnostics.pieces import REPEATING_LAYER, Piece
 from fastadl.diagnostics.workloads import NetSpec
+from fastadl.engine.steps import frozen
 from fastadl.nn import SuperNet
 from fastadl.nn.supernet import level_sizes
 
@@ -46,7 +46,12 @@ def _call(net: SuperNet, p: Piece, s: NetSpec) -> tuple[list[nn.Parameter], Call
         return [], lambda logits: F.cross_entropy(logits, labels, ignore_index=255)
     node = net.nodes[net.node_key(p.layer, p.level)]
     if p.kind == "cell":
-        return list(node.cell.parameters()), node.cell
+        P = len(p.shapes) - 3  # (s0, s1 × P, softmaxed α, β of the paths)
+
+        def run_cell(s0, *rest):
+            return node.cell.forward_paths(s0, list(rest[:P]), rest[P], rest[P + 1])
+
+        return list(node.cell.parameters()), run_cell
     if p.kind == "pre_prev_prev":
         return list(node.pre_prev_prev.parameters()), node.pre_prev_prev
     pre = node.pre_prev[p.path]
@@ -59,8 +64,9 @@ def _call(net: SuperNet, p: Piece, s: NetSpec) -> tuple[list[nn.Parameter], Call
 def _measure(net: SuperNet, p: Piece, s: NetSpec, step: str) -> Counts:
     params, run = _call(net, p, s)
     inputs = [torch.empty(shape).requires_grad_(p.kind != "stem") for shape in p.shapes]
-    if p.kind == "cell":  # the softmaxed α: requires grad in the α/β step only
-        inputs[-1].requires_grad_(step == "arch")
+    if p.kind == "cell":  # the softmaxed α and β: require grad in the α/β step only
+        for t in inputs[-2:]:
+            t.requires_grad_(step == "arch")
     if step == "weight":
         wanted = [t for t in inputs if t.requires_grad] + params
     else:  # only what leads to α or β
@@ -69,9 +75,10 @@ def _measure(net: SuperNet, p: Piece, s: NetSpec, step: str) -> Counts:
         ]
 
     def forward_backward():
-        out = run(*inputs)
-        if wanted:
-            torch.autograd.grad(out, wanted, out.new_empty(out.shape), allow_unused=True)
+        with frozen(params if step == "arch" else []):
+            out = run(*inputs)
+            if wanted:
+                torch.autograd.grad(out, wanted, out.new_empty(out.shape), allow_unused=True)
 
     return count(forward_backward, (lambda: params) if step == "weight" else None)
 

@@ -2,8 +2,8 @@
 each with how often it runs per forward and its convolutions: the cost model's structure.
 
 The structure follows the SuperNet (shared/AUTO_DEEPLAB.md §2, fastadl/nn/supernet.py): per
-node (layer l, level s) one H^{l-2} reduction, and per incoming path one H^{l-1} transition
-and one cell evaluation. FLOPs are counted here analytically: 2 per multiply-add of every
+node (layer l, level s) one H^{l-2} reduction, per incoming path one H^{l-1} transition, and
+one call of the cell on all its paths (P cell evaluations). FLOPs are counted here analytically: 2 per multiply-add of every
 convolution, forward; backward, one more convolution's worth for the input gradient where the
 input needs one and one for the weight gradient (weight step only). In the α/β step the
 backward reaches a convolution only if its input depends on α or β: nothing before the first
@@ -51,7 +51,7 @@ class Piece:
     kind: str  # stem | pre_prev | pre_prev_prev | cell | head | loss
     layer: int  # 0 for stem / head / loss; layers past REPEATING_LAYER map onto it
     level: int
-    path: str  # transition: from_same | from_finer | from_coarser; cell: the source level
+    path: str  # transition: from_same | from_finer | from_coarser; cell: its number of paths
     count: int
     convs: tuple[Conv, ...]
     shapes: tuple[tuple[int, ...], ...]  # input shapes, in call order
@@ -133,15 +133,18 @@ def iteration_pieces(s: NetSpec) -> list[Piece]:
                         (dep_prev,),
                     )
                 )
-                edges = []
-                for i in range(B):  # block i reads states 0..i+1: H^{l-2}, H^{l-1}, blocks
-                    for j in range(2 + i):
-                        dep = (dep_pp, dep_prev)[j] if j < 2 else True
-                        edges += _edge_convs(C, n, h, w, dep)
-                shapes = ((n, C, h, w), (n, C, h, w), (num_edges(B), len(PRIMITIVES)))
-                add(
-                    Piece("cell", rep, level, "", 1, tuple(edges), shapes, (dep_pp, dep_prev, True))
-                )
+            # the node's cell on all its P paths at once (SearchCell.forward_paths: one call
+            # on the cell-level fast path, P edge-by-edge evaluations otherwise); the convs are
+            # P evaluations' worth, what the method computes
+            P = len(incoming(layer, level))
+            edges = []
+            for i in range(B):  # block i reads states 0..i+1: H^{l-2}, H^{l-1}, blocks
+                for j in range(2 + i):
+                    dep = (dep_pp, dep_prev)[j] if j < 2 else True
+                    edges += _edge_convs(C, n, h, w, dep)
+            shapes = ((n, C, h, w),) * (1 + P) + ((num_edges(B), len(PRIMITIVES)), (P,))
+            deps = (dep_pp,) + (dep_prev,) * P + (True, True)
+            add(Piece("cell", rep, level, f"{P} paths", 1, tuple(edges) * P, shapes, deps))
     for level in levels_at(s.layers):
         C, (h, w) = B * F * 2**level, sizes[level]
         head = (Conv(C, C, 1, 1, n, h, w), Conv(C, C, 3, 1, n, h, w), Conv(C, C, 1, 1, n, 1, 1),

@@ -121,6 +121,20 @@ class LoopConfig:
     crop_size: int = option(321, "side of the random training crop", unit="px", min=1)
     scale_min: float = option(0.5, "smallest random rescale factor of training images", min=0)
     scale_max: float = option(2.0, "largest random rescale factor of training images", min=0)
+    # A fixed resize of every image (bilinear) and mask (nearest) before the random scale and
+    # crop: the paper searches on half-resolution Cityscapes (shared/AUTO_DEEPLAB.md §3).
+    resize_factor: float = option(
+        1.0, "any dataset: resize every image by this before scale and crop (1 = as stored)", min=0
+    )
+    image_height: int = option(
+        0, "any dataset: resize every image to this height first (0 = off)", unit="px", min=0
+    )
+    image_width: int = option(
+        0, "any dataset: ...to this width (one of the two alone keeps the aspect)", unit="px", min=0
+    )
+    val_resize: bool = option(
+        True, "apply --resize-factor / --image-height / --image-width to validation images too"
+    )
     num_images: int = option(0, "synthetic only: training images (0 = the dataset's)", min=0)
     image_size: int = option(0, "synthetic only: image side (0 = the dataset's)", unit="px", min=0)
     val_images: int = option(0, "validate on the first N images only (0 = all)", min=0)
@@ -168,6 +182,13 @@ class LoopConfig:
         if not 0 < self.scale_min <= self.scale_max:
             raise ConfigError(
                 f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}"
+            )
+        if self.resize_factor <= 0:
+            raise ConfigError(f"resize_factor must be > 0, got {self.resize_factor}")
+        if self.resize_factor != 1.0 and (self.image_height or self.image_width):
+            raise ConfigError(
+                "give either resize_factor or image_height/image_width, not both "
+                f"(got {self.resize_factor}, {self.image_height}, {self.image_width})"
             )
         self.check()
         return self

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -9,6 +11,7 @@ from torch.utils.data import Dataset
 from fastadl.engine.loading import eval_loader
 from fastadl.engine.metrics import ConfusionMatrix
 from fastadl.engine.precision import Precision
+from fastadl.nn.batchnorm import batch_statistics
 
 
 @torch.no_grad()
@@ -20,30 +23,43 @@ def confusion_over(
     device: torch.device,
     precision: Precision,
     limit: int = 0,
+    batch_stats: bool = False,
 ) -> ConfusionMatrix:
     """Confusion matrix of argmax predictions over ``dataset`` (first ``limit`` items if > 0),
-    summed over every process. Leaves the model in the mode it found it in."""
+    summed over every process. Leaves the model in the mode it found it in.
+
+    The model runs in eval mode; ``batch_stats``: except its BatchNorms, which normalise with
+    each validation batch's own statistics (their running statistics are left untouched; see
+    nn/batchnorm.py::batch_statistics).
+    """
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(dataset.num_classes, device=device)
-    for images, masks in eval_loader(dataset, batch_size, workers, limit):
-        images, masks = images.to(device), masks.to(device)
-        with precision.autocast():
-            logits = model(images)
-        cm.update(logits.argmax(1), masks)
+    with batch_statistics(model) if batch_stats else nullcontext():
+        for images, masks in eval_loader(dataset, batch_size, workers, limit):
+            images, masks = images.to(device), masks.to(device)
+            with precision.autocast():
+                logits = model(images)
+            cm.update(logits.argmax(1), masks)
     cm.all_reduce()
     model.train(was_training)
     return cm
 
 
-def evaluate_miou(model, dataset, batch_size, workers, device, precision, limit=0):
+def evaluate_miou(
+    model, dataset, batch_size, workers, device, precision, limit=0, batch_stats=False
+):
     """(mIoU, pixel accuracy) of ``model`` on ``dataset``; see confusion_over for arguments."""
-    cm = confusion_over(model, dataset, batch_size, workers, device, precision, limit)
+    cm = confusion_over(model, dataset, batch_size, workers, device, precision, limit, batch_stats)
     return cm.miou(), cm.pixel_accuracy()
 
 
-def validation_scores(model, dataset, cfg, device, precision) -> tuple[float, float]:
+def validation_scores(
+    model, dataset, cfg, device, precision, batch_stats: bool = False
+) -> tuple[float, float]:
     """(mIoU, pixel accuracy) of a loop's validation: its config's batch size, workers and
     image cap (``val_batch_size`` or ``batch_size``, ``workers``, ``val_images``)."""
     batch = cfg.val_batch_size or cfg.batch_size
-    return evaluate_miou(model, dataset, batch, cfg.workers, device, precision, cfg.val_images)
+    return evaluate_miou(
+        model, dataset, batch, cfg.workers, device, precision, cfg.val_images, batch_stats
+    )

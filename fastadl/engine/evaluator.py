@@ -18,6 +18,7 @@ from fastadl.engine import distributed as dist
 from fastadl.engine.distributed import resolve_device
 from fastadl.engine.evaluation import confusion_over
 from fastadl.engine.inference import MultiScaleInference, model_from_checkpoint
+from fastadl.engine.loading import pre_resize
 from fastadl.engine.metrics import ConfusionMatrix
 from fastadl.engine.plots import plot_confusion
 from fastadl.engine.precision import Precision
@@ -56,7 +57,8 @@ def run_evaluate(
     """Evaluate the network in ``checkpoint`` (a run directory or a checkpoint file).
 
     The network is rebuilt from the checkpoint's config and genotype; the dataset is the one it
-    was trained on unless ``data`` / ``data_root`` say otherwise. ``limit`` > 0 evaluates only
+    was trained on unless ``data`` / ``data_root`` say otherwise (on that dataset, at the
+    resolution its validation used: the config's pre-resize when ``val_resize``). ``limit`` > 0 evaluates only
     the first ``limit`` images. Output goes to ``out_dir`` (default: the checkpoint's run dir).
     """
     dev = dist.init_distributed(resolve_device(device))
@@ -65,7 +67,11 @@ def run_evaluate(
     name = data or cfg.data
     root = data_root if data_root is not None else (cfg.data_root if name == cfg.data else None)
     extra = {"image_size": cfg.image_size} if name == "synthetic" and cfg.image_size else {}
-    dataset = build_dataset(name, root, split, crop_size=None, train=False, seed=cfg.seed, **extra)
+    # The training run's validation resolution (its pre-resize with val_resize), on its dataset.
+    resize = pre_resize(cfg) if cfg.val_resize and name == cfg.data else None
+    dataset = build_dataset(
+        name, root, split, crop_size=None, train=False, seed=cfg.seed, resize=resize, **extra
+    )
     if dataset.num_classes != len(loaded.class_names):
         raise ValueError(
             f"{name} has {dataset.num_classes} classes but the checkpoint's network predicts "

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastadl.data.transforms import input_affine
 from fastadl.engine.checkpoint import CheckpointError, load_checkpoint, load_module_state
 from fastadl.engine.train_config import TrainConfig
 from fastadl.genotype import PAPER_GENOTYPE, Genotype, GenotypeError
@@ -61,9 +62,21 @@ def load_genotype(spec: str | os.PathLike) -> Genotype:
 
 
 def build_model(cfg: TrainConfig, genotype: Genotype, num_classes: int) -> AutoDeepLab:
-    """The AutoDeepLab network ``cfg.model`` (S / M / L / tiny) for ``genotype``."""
+    """The AutoDeepLab network ``cfg.model`` (S / M / L / tiny) for ``genotype``, with the
+    config's drop-path, ASPP dropout, BatchNorm settings and input normalisation (the data
+    stay ImageNet-normalised; the network's first op maps them to ``cfg.input_norm``, so
+    evaluate, predict and export need nothing else)."""
+    scale, shift = input_affine(cfg.input_norm) or (None, None)
     return AutoDeepLab.from_preset(
-        cfg.model, genotype, num_classes=num_classes, drop_path_prob=cfg.drop_path_prob
+        cfg.model,
+        genotype,
+        num_classes=num_classes,
+        drop_path_prob=cfg.drop_path_prob,
+        aspp_dropout=cfg.aspp_dropout,
+        bn_momentum=cfg.bn_momentum,
+        backbone_bn_eps=cfg.backbone_bn_eps,
+        input_scale=scale,
+        input_shift=shift,
     )
 
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from fastadl.data import build_dataset
-from fastadl.data.transforms import pad_collate
+from fastadl.data.transforms import PreResize, pad_collate
 from fastadl.engine.distributed import rank, world_size
 from fastadl.engine.preemption import detach_from_stop_signals
 
@@ -102,9 +102,15 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, limit: int = 0)
     )
 
 
+def pre_resize(cfg) -> PreResize:
+    """A loop config's fixed pre-resize (resize_factor, image_height, image_width)."""
+    return PreResize(cfg.resize_factor, cfg.image_height, cfg.image_width)
+
+
 def build_datasets(cfg):
     """(train, val) datasets for a search or train config (its data, data_root, crop_size,
-    scale_min/max, seed, and for synthetic data image_size and num_images when set)."""
+    scale_min/max, pre-resize (validation too when val_resize), seed, and for synthetic data
+    image_size and num_images when set)."""
     extra = {"image_size": cfg.image_size} if cfg.data == "synthetic" and cfg.image_size else {}
     n_train = {"num_images": cfg.num_images} if cfg.data == "synthetic" and cfg.num_images else {}
     train = build_dataset(
@@ -115,10 +121,18 @@ def build_datasets(cfg):
         train=True,
         seed=cfg.seed,
         scale_range=(cfg.scale_min, cfg.scale_max),
+        resize=pre_resize(cfg),
         **extra,
         **n_train,
     )
     val = build_dataset(
-        cfg.data, cfg.data_root, "val", crop_size=None, train=False, seed=cfg.seed, **extra
+        cfg.data,
+        cfg.data_root,
+        "val",
+        crop_size=None,
+        train=False,
+        seed=cfg.seed,
+        resize=pre_resize(cfg) if cfg.val_resize else None,
+        **extra,
     )
     return train, val

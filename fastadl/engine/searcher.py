@@ -180,7 +180,13 @@ class Search:
 
     def validate(self, epoch: int) -> dict:
         cfg, model = self.cfg, self.model
-        miou, acc = validation_scores(model, self.val_set, cfg, self.device, self.precision)
+        # val_bn "batch": every cell evaluation normalises with its own path's batch statistics
+        # (as in the training and architecture steps) instead of one running average that the
+        # 2-3 paths into a node share (config.py's paper preset says which one and why).
+        batch_stats = cfg.val_bn == "batch"
+        miou, acc = validation_scores(
+            model, self.val_set, cfg, self.device, self.precision, batch_stats
+        )
         self.genotype = self.decode()
         # How far the architecture has moved (README, plots/alpha_history.png).
         with torch.no_grad():

@@ -29,6 +29,11 @@ Interpretation choices (each one is needed for, or neutral to, the paper's param
   ``filter_multiplier`` argument (20 / 32 / 48 for S / M / L).
 - Conv weights keep PyTorch's default init, which equals TF's ``variance_scaling(1/3, FAN_IN,
   uniform)`` used by the authors; the classifier's bias starts at zero.
+- Training details are constructor arguments whose defaults are PyTorch's; the TF values (the
+  retraining presets in engine/train_config.py use them) are: ``aspp_dropout=0.1`` (keep_prob
+  0.9 after the ASPP projection), ``bn_momentum=3e-4`` (moving-average decay 0.9997 in every
+  BN), ``backbone_bn_eps=1e-3`` (stem and cells; ASPP and decoder keep 1e-5 in TF too), and an
+  input affine that turns ImageNet-normalised images into TF's [-1, 1] range.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch
 from torch import nn
 
 from fastadl.genotype import PAPER_GENOTYPE, Genotype, GenotypeError, validate
+from fastadl.nn.batchnorm import configure_batchnorm
 from fastadl.nn.decoder import ASPP, Decoder, atrous_rates_for
 from fastadl.nn.derived_cell import DerivedCell, resize
 
@@ -129,6 +135,11 @@ class AutoDeepLab(nn.Module):
         head_channels: int = 256,
         low_level_channels: int = 48,
         in_channels: int = 3,
+        aspp_dropout: float = 0.0,
+        bn_momentum: float = 0.1,
+        backbone_bn_eps: float = 1e-5,
+        input_scale: Sequence[float] | None = None,
+        input_shift: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         genotype = _as_genotype(genotype)
@@ -157,7 +168,8 @@ class AutoDeepLab(nn.Module):
 
         self.low_level_cell = LOW_LEVEL_CELL
         last = self.path[-1]
-        self.aspp = ASPP(channels[-1], head_channels, atrous_rates_for(4 * 2**last))
+        rates = atrous_rates_for(4 * 2**last)
+        self.aspp = ASPP(channels[-1], head_channels, rates, aspp_dropout)
         self.decoder = Decoder(
             channels[2 + LOW_LEVEL_CELL],
             head_channels,
@@ -166,6 +178,11 @@ class AutoDeepLab(nn.Module):
             head_channels,
         )
         nn.init.zeros_(self.decoder.classifier.bias)
+        for part in (self.stem, self.cells):
+            configure_batchnorm(part, momentum=bn_momentum, eps=backbone_bn_eps)
+        for part in (self.aspp, self.decoder):
+            configure_batchnorm(part, momentum=bn_momentum)
+        self._set_input_affine(input_scale, input_shift, in_channels)
 
         self._drop_path_prob = 0.0
         self._drop_path_progress = 1.0
@@ -181,6 +198,17 @@ class AutoDeepLab(nn.Module):
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         F, overrides = PRESETS[name]
         return cls(genotype, num_classes, F, **{**overrides, **kwargs})
+
+    def _set_input_affine(self, scale, shift, channels: int) -> None:
+        """x → x · scale + shift per channel before the stem (None: identity). Buffers outside
+        the state_dict: the affine is part of how the network is built, not of its weights."""
+        if (scale is None) != (shift is None):
+            raise ValueError("input_scale and input_shift go together")
+        if scale is not None and not len(scale) == len(shift) == channels:
+            raise ValueError(f"input_scale and input_shift need {channels} values each")
+        for name, values in (("input_scale", scale), ("input_shift", shift)):
+            t = None if values is None else torch.tensor(values, dtype=torch.float32)
+            self.register_buffer(name, None if t is None else t.view(1, -1, 1, 1), False)
 
     # -- drop-path schedule ---------------------------------------------------------------
     @property
@@ -212,6 +240,8 @@ class AutoDeepLab(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
+        if self.input_scale is not None:
+            x = x * self.input_scale + self.input_shift
         h_prev_prev, h_prev = self.stem(x)
         sizes = [tuple(h_prev.shape[-2:])]  # level 0 = /4; level k+1 = ceil(level k / 2)
         while len(sizes) < 4:

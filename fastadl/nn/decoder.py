@@ -65,20 +65,34 @@ class ImagePooling(nn.Module):
 
 
 class ASPP(nn.Module):
-    """Image pooling; 1×1; three 3×3 atrous convs (all ``C`` filters) → concat (5C) → 1×1 → C."""
+    """Image pooling; 1×1; three 3×3 atrous convs (all ``C`` filters) → concat (5C) → 1×1 → C
+    → dropout(``dropout``), the dropout in training only.
 
-    def __init__(self, C_in: int, C: int = 256, rates: Sequence[int] = BASE_ATROUS_RATES) -> None:
+    TF's model.py drops out after the projection (conv-BN-ReLU) with keep_prob 0.9, i.e.
+    ``dropout=0.1``; the module has no parameters, so state_dicts do not depend on it.
+    """
+
+    def __init__(
+        self,
+        C_in: int,
+        C: int = 256,
+        rates: Sequence[int] = BASE_ATROUS_RATES,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"ASPP dropout must be in [0, 1), got {dropout}")
         self.rates = tuple(int(r) for r in rates)
         self.image_pool = ImagePooling(C_in, C)
         self.branches = nn.ModuleList(
             [ConvBNReLU(C_in, C, 1)] + [ConvBNReLU(C_in, C, 3, r) for r in self.rates]
         )
         self.project = ConvBNReLU((2 + len(self.rates)) * C, C, 1)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ys = [self.image_pool(x)] + [b(x) for b in self.branches]
-        return self.project(torch.cat(ys, dim=1))
+        return self.dropout(self.project(torch.cat(ys, dim=1)))
 
 
 class Decoder(nn.Module):

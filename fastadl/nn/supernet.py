@@ -19,7 +19,15 @@ from fastadl.nn.aspp import SearchASPP
 from fastadl.nn.cell import SearchCell
 from fastadl.nn.transitions import Reduce, ReLUConvBN, UpsampleReLUConvBN
 from fastadl.ops.primitives import PRIMITIVES
-from fastadl.trellis import COARSER, FINER, SAME, incoming, levels_at, normalize_betas
+from fastadl.trellis import (
+    COARSER,
+    FINER,
+    SAME,
+    at_least_float32,
+    incoming,
+    levels_at,
+    normalize_betas,
+)
 
 STEM0_LEVEL = -1  # stem0's output, at downsample 2, is H^{l-2} of layer 1
 
@@ -86,13 +94,29 @@ class TrellisNode(nn.Module):
     ) -> torch.Tensor:
         """prev/prev_prev: level → node output of layers l-1 / l-2; weights: (E, K) softmaxed α;
         betas: (4, 3) normalised β of this layer's incoming edges → (N, B·C, *size)."""
+        inputs = self.inputs if self.compiled_inputs is None else self.compiled_inputs
+        s0, s1s, path_betas = inputs(prev, prev_prev, betas, size)
+        return self.cell.forward_paths(s0, s1s, weights, path_betas)
+
+    # fastadl/nn/compile.py may set this to a compiled ``inputs`` (the region around the cell).
+    compiled_inputs = None
+
+    def inputs(
+        self,
+        prev: dict[int, torch.Tensor],
+        prev_prev: dict[int, torch.Tensor],
+        betas: torch.Tensor,
+        size: tuple[int, int],
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The cell's inputs: H^{l-2} reduced (N, C, H, W), each path's H^{l-1} transition
+        (P of them, (N, C, H, W)) and the paths' β (P,)."""
         s0 = self.pre_prev_prev(prev_prev[self.pp_level])
         s1s = []
         for src, d in self.paths:
             pre = self.pre_prev[_FROM[d]]
             s1s.append(pre(prev[src], size) if d == FINER else pre(prev[src]))
         path_betas = torch.stack([betas[src, d] for src, d in self.paths])
-        return self.cell.forward_paths(s0, s1s, weights, path_betas)
+        return s0, s1s, path_betas
 
 
 class SuperNet(nn.Module):
@@ -182,7 +206,7 @@ class SuperNet(nn.Module):
         H, W = x.shape[-2:]
         sizes = level_sizes(H, W)
         # α and β stay float32 under autocast (their softmax feeds every edge).
-        weights = self.alphas.float().softmax(dim=-1)
+        weights = self.alphas.to(at_least_float32(self.alphas)).softmax(dim=-1)
         betas = self.normalized_betas()
         s0 = self.stem0(x)
         prev_prev = {STEM0_LEVEL: s0}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.cell_wgrad import cell_weight_grads
@@ -52,8 +53,9 @@ def _group_weights(plan: CellPlan, stacked: list[Tensor], wa: Tensor, wf: Tensor
     for g in plan.groups:
         lo, hi = g.offset, g.offset + g.size
         out.append(GroupWeights(
-            wa[:, lo:hi], wf[:, lo:hi], [w[lo * C : hi * C] for w in dw1], pws[0][:, lo:hi],
-            [w[lo * C : hi * C] for w in dw2], None if pws[1] is None else pws[1][:, lo:hi],
+            wa[:, lo:hi], wf[:, lo:hi], [w[lo * C : hi * C] for w in dw1],
+            None if pws[0] is None else pws[0][:, lo:hi], [w[lo * C : hi * C] for w in dw2],
+            None if pws[1] is None else pws[1][:, lo:hi],
         ))  # fmt: skip
     return out
 
@@ -75,7 +77,7 @@ def _group_rstats(plan: CellPlan, rstats, g, row: int):
     out = []
     for t in rstats:
         part = t[row : row + (P + R) * E]
-        pools = part[: P * E].view(P, E, -1)[:, 0]
+        pools = part[: P * E].view(P, E, plan.C)[:, 0]
         out.append(torch.cat([pools, part[P * E :]]))
     return tuple(out)
 
@@ -201,8 +203,13 @@ class CellFunction(torch.autograd.Function):
         ctx.plan, ctx.P, ctx.rstats, ctx.recompute = plan, P, rstats, recompute
         ctx.shapes = [p.shape for p in params]  # the stacked weights' own shapes
         ctx.has_betas = betas is not None
-        ctx.saved_inter = None if recompute else saved
-        ctx.save_for_backward(x0, x1, weights, betas, *stacked)
+        # every intermediate goes through save_for_backward, so saved-tensor hooks (memory
+        # accounting, CPU offloading) see all of it
+        leaves, ctx.spec = ([], None) if recompute else tree_flatten(saved)
+        ctx.tensor_at = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]
+        ctx.other_leaves = [None if isinstance(t, Tensor) else t for t in leaves]
+        ctx.n_stacked = len(stacked)
+        ctx.save_for_backward(x0, x1, weights, betas, *stacked, *(leaves[i] for i in ctx.tensor_at))
         empty = x0.new_empty(0)
         means, variances = stats if stats is not None else (empty, empty)
         ctx.mark_non_differentiable(means, variances)
@@ -212,14 +219,18 @@ class CellFunction(torch.autograd.Function):
     @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, g, _gm, _gv):
         plan, P = ctx.plan, ctx.P
-        x0, x1, weights, betas, *stacked = ctx.saved_tensors
-        saved = ctx.saved_inter
-        if saved is None:
+        x0, x1, weights, betas, *rest = ctx.saved_tensors
+        stacked, tensors = rest[: ctx.n_stacked], rest[ctx.n_stacked :]
+        if ctx.recompute:
             with torch.no_grad():
                 _, _, saved = cell_forward(
                     plan, P, x0, x1, weights, betas, stacked, ctx.rstats, True
                 )
-        ctx.saved_inter = None
+        else:
+            leaves = list(ctx.other_leaves)
+            for i, t in zip(ctx.tensor_at, tensors, strict=True):
+                leaves[i] = t
+            saved = tree_unflatten(leaves, ctx.spec)
         nig = ctx.needs_input_grad
         need_p = any(nig[7 + P :])
         needs = (nig[4], any(nig[7 : 7 + P]), nig[6], nig[5], need_p)

@@ -143,7 +143,7 @@ class GroupWeights:
     wa: Tensor
     wf: Tensor
     dw1: list[Tensor]
-    pw1: Tensor
+    pw1: Tensor | None
     dw2: list[Tensor]
     pw2: Tensor | None
 
