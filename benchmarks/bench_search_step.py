@@ -66,9 +66,9 @@ class Iteration:
         ).to(device)  # fmt: skip
         self.compile_s = 0.0
         if compile:
-            from fastadl.nn.compile import compile_cells
+            from fastadl.nn.compile import compile_regions
 
-            compile_cells(self.model)
+            compile_regions(self.model)
         precision = Precision("off", torch.device(device).type)
         arch = self.model.arch_parameters()
         self.weights = self.model.weight_parameters()

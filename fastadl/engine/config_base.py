@@ -147,7 +147,10 @@ class LoopConfig:
     seed: int = option(0, "seed of weights, data order, augmentation and split")
     workers: int = option(2, "data-loading processes per process (0 = load in-process)", min=0)
     amp: str = option("off", "mixed precision of the forward", choices=AMP_MODES)
-    compile: bool = option(False, "run the network through torch.compile")
+    compile: bool = option(
+        False,
+        "torch.compile: the search its repeated regions (eager cells), retraining the network",
+    )
     device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...")
     threads: int = option(0, "torch CPU threads per process (0 = torch's default)", min=0)
     max_steps: int = option(0, "stop with a checkpoint after N steps (0 = all epochs)", min=0)

@@ -39,6 +39,7 @@ from fastadl.engine.precision import Precision
 from fastadl.engine.steps import frozen, sgd, weight_step
 from fastadl.genotype import Genotype, decode_cell
 from fastadl.nn import SuperNet
+from fastadl.nn.compile import compile_regions
 
 
 def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
@@ -47,16 +48,18 @@ def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
 
 
 def search_forward(model: SuperNet, cfg: SearchConfig) -> nn.Module:
-    """What the weight step calls: the model, DDP-wrapped under several processes, compiled
-    with ``cfg.compile``. (The one place compilation is decided.)"""
+    """What the weight step calls: the model, DDP-wrapped under several processes. With
+    ``cfg.compile`` its repeated regions are compiled in place (fastadl/nn/compile.py), so the
+    α/β step, which calls the model itself, runs them too. (The one place compilation is
+    decided.)"""
+    if cfg.compile:
+        compile_regions(model)
     forward: nn.Module = model
     if dist.world_size() > 1:
         # α/β are left out of DDP (requires_grad off while wrapping): the weight step never
         # needs them and the architecture step averages their gradients itself.
         with frozen(model.arch_parameters()):
             forward = nn.parallel.DistributedDataParallel(model)
-    if cfg.compile:
-        forward = torch.compile(forward)
     return forward
 
 

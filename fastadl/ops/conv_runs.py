@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastadl.ops.dw_crop import _reach
+from fastadl.ops.dw_crop import reach
 
 MERGE_MAX_PIXELS = 256  # 16×16: above it the arithmetic, not the call count, sets the time
 MERGE_MAX_TAPS = 25
@@ -58,7 +58,7 @@ class ConvRun:
 
 def _offsets(k: int, d: int, H: int, W: int) -> tuple[int, int, int]:
     """(reach·d rows, reach·d cols, d) of a kind's cropped kernel on an H×W map."""
-    return _reach(k, d, H) * d, _reach(k, d, W) * d, d
+    return reach(k, d, H) * d, reach(k, d, W) * d, d
 
 
 def _union(kinds: list[tuple[int, int]], H: int, W: int) -> ConvRun | None:

@@ -1,4 +1,4 @@
-"""Depthwise 'same' convolutions with the taps that can never reach the image cropped away.
+"""Depthwise 'same' conv weight gradients with the taps that can never reach the image cropped.
 
 On a small map a large or dilated kernel mostly reads padding: at the coarsest trellis level
 of a 64×64 crop (2×2 pixels) a 5×5 dilation-2 tap at offset ±2 or ±4 only ever meets zeros, so
@@ -7,7 +7,8 @@ dil_conv_5x5 there is a per-channel scale. A tap at offset o·d is kept when |o�
 output is the same tensor the full kernel gives (the dropped products are exactly 0), and the
 weight gradient of a dropped tap is exactly 0. oneDNN's small-map paths for big kernels are
 slow (a 5×5 dilation-2 depthwise conv on 2×2 pixels costs more than one on 16×16), so the crop
-also avoids them. Tensors are channels-last (B, G, H, W) with weights (G, 1, k, k).
+also avoids them (fastadl/ops/conv_runs.py crops the forward kernels by the same rule).
+Tensors are channels-last (B, G, H, W) with weights (G, 1, k, k).
 """
 
 from __future__ import annotations
@@ -17,19 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _reach(k: int, dilation: int, size: int) -> int:
+def reach(k: int, dilation: int, size: int) -> int:
     """Taps kept on each side of the centre along an axis of ``size`` pixels."""
     return min((k - 1) // 2, (size - 1) // dilation)
-
-
-def cropped(w: Tensor, dilation: int, H: int, W: int):
-    """(kernel, padding (ph, pw), crop (rh, rw) per side or None when nothing is dropped)."""
-    half = (w.shape[-1] - 1) // 2
-    rh, rw = _reach(w.shape[-1], dilation, H), _reach(w.shape[-1], dilation, W)
-    if rh == rw == half:
-        return w, (half * dilation, half * dilation), None
-    return (w[..., half - rh : half + rh + 1, half - rw : half + rw + 1],
-            (rh * dilation, rw * dilation), (half - rh, half - rw))  # fmt: skip
 
 
 # How a depthwise weight gradient is computed (measured on the search's shapes, 1 thread,
@@ -68,7 +59,7 @@ def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     """dL/dw (G, 1, k, k) of a full k×k 'same' depthwise conv for dL/d out = g; g, x channels-last."""
     G, H, W = x.shape[1], x.shape[2], x.shape[3]
     half = (k - 1) // 2
-    rh, rw = _reach(k, dilation, H), _reach(k, dilation, W)
+    rh, rw = reach(k, dilation, H), reach(k, dilation, W)
     kh, kw, pad = 2 * rh + 1, 2 * rw + 1, (rh * dilation, rw * dilation)
     if kh == kw == 1:
         gw = (g * x).sum((0, 2, 3)).view(G, 1, 1, 1)
@@ -87,45 +78,3 @@ def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     if (rh, rw) != (half, half):
         gw = F.pad(gw, (half - rw, half - rw, half - rh, half - rh))
     return gw
-
-
-def dw_forward(x: Tensor, w: Tensor, dilation: int) -> Tensor:
-    """Depthwise 'same' conv of every channel of x: (B, G, H, W) channels-last → like x."""
-    wc, pad, _ = cropped(w, dilation, x.shape[2], x.shape[3])
-    if wc.shape[-2:] == (1, 1):  # only the centre tap reaches the image: a per-channel scale
-        return x * wc.view(1, -1, 1, 1)
-    return F.conv2d(x, wc, None, 1, pad, dilation, x.shape[1])
-
-
-def dw_grads(g: Tensor, x: Tensor, w: Tensor, dilation: int, need_input: bool,
-             need_weight: bool) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
-    """(dL/dx, dL/dw) of dw_forward for the upstream gradient g (like x), None when not needed.
-
-    The input gradient of a stride-1 'same' conv is the conv with the kernel flipped; undilated,
-    oneDNN gives both gradients in one call (its fast path)."""
-    G = x.shape[1]
-    wc, pad, crop = cropped(w, dilation, x.shape[2], x.shape[3])
-    gi = gw = None
-    if wc.shape[-2:] == (1, 1):
-        gi = g * wc.view(1, -1, 1, 1) if need_input else None
-        if need_weight:
-            gw = (g * x).sum((0, 2, 3)).view(G, 1, 1, 1)
-    elif need_weight and x.shape[2] * x.shape[3] <= WINDOW_WGRAD_MAX_PIXELS:
-        gw = _window_weight_grad(g, x, wc.shape[-2], wc.shape[-1], dilation, pad)
-        if need_input:
-            gi = F.conv2d(g, wc.flip((-2, -1)), None, 1, pad, dilation, G)
-    elif need_input and need_weight and dilation == 1:
-        gi, gw, _ = torch.ops.aten.convolution_backward(
-            g, x, wc, None, (1, 1), pad, (1, 1), False, (0, 0), G, (True, True, False)
-        )
-    else:
-        if need_input:
-            gi = F.conv2d(g, wc.flip((-2, -1)), None, 1, pad, dilation, G)
-        if need_weight:
-            gw = torch.ops.aten.convolution_backward(
-                g, x, wc, None, (1, 1), pad, (dilation, dilation), False, (0, 0), G,
-                (False, True, False),
-            )[1]  # fmt: skip
-    if gw is not None and crop is not None:
-        gw = F.pad(gw, (crop[1], crop[1], crop[0], crop[0]))
-    return gi, gw

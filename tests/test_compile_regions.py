@@ -1,0 +1,65 @@
+"""``--compile`` (fastadl/nn/compile.py): the compiled supernet is the eager one, in both steps.
+
+A one-layer trellis (its two nodes: a same-level and a downsampling transition, H^{l-2}
+reduced by stride 1 and 2; sized for CI's compile time) in float64, so that compiled and
+eager agree to float64 rounding, whatever order inductor sums in. The weight step (α/β
+frozen) and the α/β step (weights frozen) each compile once; running both again recompiles
+nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from fastadl import SuperNet
+from fastadl.engine.steps import frozen, segmentation_loss
+from fastadl.nn.compile import compile_regions
+
+
+def _step(net: SuperNet, x, y, arch: bool) -> list[torch.Tensor]:
+    """One forward + backward of the weight step (arch=False) or the α/β step; the gradients."""
+    train = net.arch_parameters() if arch else net.weight_parameters()
+    other = net.weight_parameters() if arch else net.arch_parameters()
+    with frozen(other):
+        loss = segmentation_loss(net(x), y)
+        grads = torch.autograd.grad(loss, train)
+    return [loss.detach(), *grads]
+
+
+@pytest.fixture(scope="module")
+def nets(one_thread):
+    torch.manual_seed(0)
+    eager = SuperNet(3, layers=1, filter_multiplier=2, block_multiplier=2).double()
+    with torch.no_grad():  # far from uniform, so every path and op matters
+        eager.alphas.normal_(0, 1)
+        eager.betas.normal_(0, 1)
+    compiled = compile_regions(copy.deepcopy(eager))
+    return eager, compiled
+
+
+def test_compiled_steps_match_eager_and_do_not_recompile(nets):
+    eager, compiled = nets
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 17, 19, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (2, 17, 19), generator=gen)
+    torch._dynamo.reset()
+    counters.clear()
+    for arch in (False, True):
+        # BatchNorm running statistics move in both copies alike (training mode)
+        torch.testing.assert_close(_step(compiled, x, y, arch), _step(eager, x, y, arch))
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0  # the regions were compiled, not skipped
+    for arch in (False, True, False):
+        torch.testing.assert_close(_step(compiled, x, y, arch), _step(eager, x, y, arch))
+    assert counters["stats"]["unique_graphs"] == graphs  # no recompilation between steps
+    for (name, b), a in zip(compiled.named_buffers(), eager.buffers(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)
+
+
+def test_compile_regions_needs_a_supernet():
+    with pytest.raises(TypeError, match="SuperNet"):
+        compile_regions(torch.nn.Linear(2, 2))
