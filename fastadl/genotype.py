@@ -148,8 +148,16 @@ def validate(g: Genotype) -> None:
         prev = level
 
 
-def decode_cell(alphas: torch.Tensor, primitives=PRIMITIVES) -> tuple[tuple[str, int], ...]:
-    """alphas: (E, K) raw → 2·B (op, input) pairs (strongest input first in each block)."""
+def decode_cell(
+    alphas: torch.Tensor, primitives=PRIMITIVES, max_skips: int | None = None
+) -> tuple[tuple[str, int], ...]:
+    """alphas: (E, K) raw → 2·B (op, input) pairs (strongest input first in each block).
+
+    max_skips: a collapse guard (P-DARTS' cap on skip_connect, off when None): while the cell
+    holds more skip_connects than this, the weakest chosen one is struck out and the cell is
+    decoded again, so that edge competes with its next-best op (and may lose its place in the
+    block's top 2). The other ops' weights are left as they are.
+    """
     E, K = alphas.shape
     if len(primitives) != K:
         raise ValueError(f"alphas has {K} columns but there are {len(primitives)} primitives")
@@ -160,14 +168,23 @@ def decode_cell(alphas: torch.Tensor, primitives=PRIMITIVES) -> tuple[tuple[str,
         raise ValueError(f"{E} edges is not 2 + 3 + ... + (B + 1) for any B")
     keep = [k for k, p in enumerate(primitives) if p != "none"]
     probs = alphas.detach().float().softmax(-1)[:, keep]  # none still shapes the softmax
-    strength, best = probs.max(-1)
-    cell: list[tuple[str, int]] = []
-    for b in range(B):
-        rows = range(edge_offset(b), edge_offset(b) + 2 + b)
-        # stable sort: ties go to the lower input index
-        ranked = sorted(rows, key=lambda r: -strength[r].item())[:2]
-        cell += [(primitives[keep[best[r]]], r - edge_offset(b)) for r in ranked]
-    return tuple(cell)
+    names = [primitives[k] for k in keep]
+    skip = names.index("skip_connect") if "skip_connect" in names else None
+    while True:
+        strength, best = probs.max(-1)
+        cell: list[tuple[str, int]] = []
+        chosen: list[int] = []  # α row of each branch
+        for b in range(B):
+            rows = range(edge_offset(b), edge_offset(b) + 2 + b)
+            # stable sort: ties go to the lower input index
+            ranked = sorted(rows, key=lambda r: -strength[r].item())[:2]
+            cell += [(names[best[r]], r - edge_offset(b)) for r in ranked]
+            chosen += ranked
+        skips = [r for r, (op, _) in zip(chosen, cell, strict=True) if op == "skip_connect"]
+        if max_skips is None or len(skips) <= max(max_skips, 0):
+            return tuple(cell)
+        weakest = min(skips, key=lambda r: probs[r, skip].item())
+        probs[weakest, skip] = -1.0  # below every real weight: never the argmax again
 
 
 def viterbi(normalized_betas: torch.Tensor) -> tuple[int, ...]:

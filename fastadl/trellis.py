@@ -78,12 +78,24 @@ def normalize_betas(betas: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
+def paths_into(layers: int) -> tuple[dict[int, int], ...]:
+    """Entry l (0..L): level → number of distinct paths from the stem ending at node (l, level).
+
+    Entry 0 is the stem ({0: 1}); a path drawn backwards from these counts is uniform over all
+    paths (fastadl/study_random.py).
+    """
+    counts = [{0: 1}]
+    for layer in range(1, layers + 1):
+        prev = counts[-1]
+        counts.append(
+            {t: sum(prev.get(s, 0) for s, _ in incoming(layer, t)) for t in levels_at(layer)}
+        )
+    return tuple(counts)
+
+
 def count_paths(layers: int) -> int:
     """Number of distinct level sequences from the stem through ``layers`` layers."""
-    counts = {0: 1}
-    for layer in range(1, layers + 1):
-        counts = {t: sum(counts.get(s, 0) for s, _ in incoming(layer, t)) for t in levels_at(layer)}
-    return sum(counts.values())
+    return sum(paths_into(layers)[-1].values())
 
 
 def num_nodes(layers: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -34,8 +36,12 @@ class Architect:
         betas: tuple[float, float],
         weight_decay: float,
         precision: Precision,
+        regularizer: Callable[[], torch.Tensor] | None = None,
     ):
+        """regularizer: a 0-d tensor computed from the architecture parameters alone (e.g. a
+        collapse guard's entropy term), added to every step's loss; None = none."""
         self.model = model
+        self.regularizer = regularizer
         self.params = arch_params
         arch = {id(p) for p in arch_params}
         self.weights = [p for p in model.parameters() if id(p) not in arch and p.requires_grad]
@@ -63,6 +69,11 @@ class Architect:
             part = torch.autograd.grad(self.scaler.scale(loss / len(parts)), self.params)
             grads = [g + d for g, d in zip(grads, part, strict=True)]
             total += loss.item() / len(parts)
+        if self.regularizer is not None:
+            # once per step, outside the micro-batches (it does not depend on the batch)
+            reg = self.scaler.scale(self.regularizer())
+            extra = torch.autograd.grad(reg, self.params, allow_unused=True)
+            grads = [g if d is None else g + d for g, d in zip(grads, extra, strict=True)]
         for p, g in zip(self.params, grads, strict=True):
             p.grad = all_reduce_mean(g).to(p.dtype)
         if not self.scaler.is_enabled() and not all(

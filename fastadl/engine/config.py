@@ -44,6 +44,16 @@ class SearchConfig(LoopConfig):
     arch_beta1: float = option(0.9, "α/β Adam beta1", min=0)
     arch_beta2: float = option(0.999, "α/β Adam beta2", min=0)
     arch_weight_decay: float = option(1e-3, "α/β Adam weight decay", min=0)
+    # collapse guards from the literature, all off by default (docs/SEARCH_QUALITY.md)
+    max_skips: int = option(
+        -1, "decode at most N skip_connects per cell (-1 = no cap; P-DARTS: 2)", min=-1
+    )
+    arch_stop_skips: int = option(
+        0, "freeze α/β once the decoded cell holds N skip_connects (0 = off; DARTS+: 2)", min=0
+    )
+    arch_entropy_weight: float = option(
+        0.0, "add this × the mean normalised entropy of softmax(α) to the α/β loss", min=0
+    )
     # validation (the paper is silent on the supernet's BatchNorm mode at validation)
     val_bn: str = option(
         "running",
@@ -89,6 +99,11 @@ PRESETS: dict[str, SearchConfig] = {
         arch_start_epoch=2,
         batch_size=8,
         w_lr=0.05,
+        # 100 architecture steps instead of the paper's ~15,000 (§3: 20 epochs of 744): Adam
+        # moves a logit by at most lr per step, so the paper's 3e-3 leaves softmax(α) within
+        # 0.10-0.15 of uniform; 0.05 lets α and β move as far as their noisy gradients allow
+        # (docs/SEARCH_QUALITY.md: 0.03 and 0.1 measured beside it).
+        arch_lr=0.05,
     ),
 }
 

@@ -209,3 +209,49 @@ def plot_confusion(
     fig.colorbar(im, ax=ax, shrink=0.7, label="fraction of target pixels")
     ax.set_title("confusion matrix (row-normalised)")
     return _save(fig, out_png)
+
+
+def plot_alpha_history(
+    records: list[dict], primitives: Sequence[str], out_png: str | os.PathLike
+) -> Path:
+    """softmax(α) of every edge against epoch (one panel per edge, one line per op), and the
+    normalised entropies of α and β (1 = uniform) in a last panel.
+
+    records: ``metrics.jsonl`` objects; the search's epoch records carry ``alpha_softmax``
+    (E × K), ``alpha_entropy`` and ``beta_entropy`` (engine/arch_stats.py). Others are skipped.
+    """
+    rows = [r for r in records if r.get("kind") == "epoch" and r.get("alpha_softmax")]
+    if not rows:
+        raise ValueError("no epoch records with alpha_softmax to plot")
+    epochs = [r["epoch"] for r in rows]
+    probs = torch.tensor([r["alpha_softmax"] for r in rows], dtype=torch.float32)  # (T, E, K)
+    _, edges, k = probs.shape
+    if k != len(primitives):
+        raise ValueError(f"alpha_softmax has {k} ops per edge, expected {len(primitives)}")
+    cols = min(5, edges + 1)
+    nrows = math.ceil((edges + 1) / cols)
+    fig = _figure(2.6 * cols, 2.0 * nrows + 0.6)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    colours = [f"C{i}" for i in range(k)]
+    for e, label in enumerate(edge_labels(edges)):
+        ax = axes[e]
+        for op in range(k):
+            ax.plot(epochs, probs[:, e, op], color=colours[op], linewidth=1.2, marker=".")
+        ax.axhline(1.0 / k, color="0.6", linestyle="--", linewidth=0.8)  # uniform
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    ax = axes[edges]
+    for key, name in (("alpha_entropy", "α"), ("beta_entropy", "β")):
+        points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=f"{name} entropy")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_title("normalised entropy (1 = uniform)", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+    for ax in axes[edges + 1 :]:
+        ax.set_visible(False)
+    handles = [axes[0].lines[op] for op in range(k)]
+    fig.legend(handles, list(primitives), loc="outside lower center", ncols=min(k, 8), fontsize=7)
+    fig.suptitle("softmax(α) per edge over the search (dashed: uniform)", fontsize=9)
+    return _save(fig, out_png)

@@ -11,6 +11,7 @@ progress bar are the shared loop's (loop.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from torch import nn
 from fastadl.data import subset
 from fastadl.data.split import load_split, make_split, save_split
 from fastadl.engine import distributed as dist
+from fastadl.engine.arch_stats import (
+    alpha_entropy,
+    alpha_summary,
+    beta_summary,
+    op_histogram,
+    skip_count,
+)
 from fastadl.engine.architect import Architect
 from fastadl.engine.checkpoint import load_module_state
 from fastadl.engine.config import SearchConfig
@@ -29,6 +37,7 @@ from fastadl.engine.loading import SeededItems, batches_per_epoch, build_dataset
 from fastadl.engine.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.engine.precision import Precision
 from fastadl.engine.steps import frozen, sgd, weight_step
+from fastadl.genotype import Genotype, decode_cell
 from fastadl.nn import SuperNet
 from fastadl.nn.compile import compile_regions
 
@@ -112,7 +121,10 @@ class Search:
             (cfg.arch_beta1, cfg.arch_beta2),
             cfg.arch_weight_decay,
             self.precision,
+            self.entropy_regularizer() if cfg.arch_entropy_weight else None,
         )
+        # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
+        self.arch_frozen_at = 0
         self.forward = search_forward(self.model, cfg)
 
     def batches(self, epoch: int, start: int):
@@ -120,7 +132,8 @@ class Search:
         pin, cfg = self.device.type == "cuda", self.cfg
         loader_a = epoch_loader(self.items_a, cfg.batch_size, epoch, start, cfg.workers, pin)
         loader_b = epoch_loader(self.items_b, cfg.batch_size, epoch, start, cfg.workers, pin)
-        self.search_arch = epoch >= cfg.arch_start_epoch  # read by train_step in this epoch
+        # read by train_step in this epoch
+        self.search_arch = epoch >= cfg.arch_start_epoch and not self.arch_frozen_at
         return zip(loader_a, loader_b, strict=False)
 
     def train_step(self, batch, step: int) -> dict:
@@ -153,32 +166,78 @@ class Search:
             fields["arch_loss"] = self.architect.step(xb, yb, step + 1, cfg.accumulate)
         return {**fields, "images": xa.shape[0]}
 
+    def entropy_regularizer(self):
+        """Collapse guard arch_entropy_weight: λ · mean normalised entropy of softmax(α),
+        minimised with the architecture loss (pushes each edge towards one op, shrinking the
+        gap between the mixed supernet and the decoded cell)."""
+        weight, alphas = self.cfg.arch_entropy_weight, self.model.alphas
+        return lambda: weight * alpha_entropy(alphas)
+
+    def decode(self) -> Genotype:
+        """The current genotype, with the max_skips cap when it is on."""
+        genotype = self.model.genotype()
+        if self.cfg.max_skips < 0:
+            return genotype
+        cell = decode_cell(self.model.alphas, self.model.primitives, self.cfg.max_skips)
+        return dataclasses.replace(genotype, cell=cell)
+
     def validate(self, epoch: int) -> dict:
+        cfg, model = self.cfg, self.model
         # val_bn "batch": every cell evaluation normalises with its own path's batch statistics
         # (as in the training and architecture steps) instead of one running average that the
         # 2-3 paths into a node share (config.py's paper preset says which one and why).
-        batch_stats = self.cfg.val_bn == "batch"
+        batch_stats = cfg.val_bn == "batch"
         miou, acc = validation_scores(
-            self.model, self.val_set, self.cfg, self.device, self.precision, batch_stats
+            model, self.val_set, cfg, self.device, self.precision, batch_stats
         )
-        self.genotype = self.model.genotype()
-        return {"val_miou": miou, "val_pixel_acc": acc, "genotype": self.genotype.to_dict()}
+        self.genotype = self.decode()
+        # How far the architecture has moved (README, plots/alpha_history.png).
+        with torch.no_grad():
+            arch = {**alpha_summary(model.alphas), **beta_summary(model.normalized_betas())}
+        raw_skips = skip_count(model.genotype().cell)  # before any max_skips cap
+        ops = op_histogram(self.genotype.cell, model.alphas, model.primitives)
+        arch.update(skip_count=raw_skips, op_shares=ops)
+        # Collapse guard arch_stop_skips (DARTS+' early stop): once α has been trained and the
+        # cell it decodes to holds that many skips, α and β stay where they are for the rest
+        # of the search (**decision**: the weights keep training to the end of the schedule, so
+        # the run, its checkpoints and resume stay those of a normal search).
+        stop = cfg.arch_stop_skips and epoch > cfg.arch_start_epoch and not self.arch_frozen_at
+        if stop and raw_skips >= cfg.arch_stop_skips:
+            self.arch_frozen_at = epoch
+        if self.arch_frozen_at:
+            arch["arch_frozen_at"] = self.arch_frozen_at
+        record = {"val_miou": miou, "val_pixel_acc": acc, "genotype": self.genotype.to_dict()}
+        return {**record, **arch}
 
     def report(self, epoch: int, record: dict, metrics_path: Path) -> str:
         self.genotype.save(self.run_dir / "genotype.json")
         save_plots(self.run_dir, self.model, self.genotype.path, metrics_path)
-        return f"path {list(self.genotype.path)}"
+        frozen_note = (
+            f", α/β frozen after epoch {self.arch_frozen_at}" if self.arch_frozen_at else ""
+        )
+        return (
+            f"path {list(self.genotype.path)}, max softmax(α) {record['alpha_max_mean']:.3f}, "
+            f"α/β entropy {record['alpha_entropy']:.3f}/{record['beta_entropy']:.3f}, "
+            f"{record['skip_count']} skips{frozen_note}"
+        )
 
     def optimizer_states(self) -> dict:
         return {"w_opt": self.w_opt, "w_scaler": self.w_scaler, "architect": self.architect}
 
     def state_dict(self) -> dict:
         model = self.model.state_dict()
-        return {"model": model, **state_dicts(**self.optimizer_states()), "split": self.split}
+        optimizers = state_dicts(**self.optimizer_states())
+        return {
+            "model": model,
+            **optimizers,
+            "split": self.split,
+            "arch_frozen_at": self.arch_frozen_at,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         load_module_state(self.model, state["model"], "model")
         load_state_dicts(state, **self.optimizer_states())
+        self.arch_frozen_at = int(state.get("arch_frozen_at", 0))  # absent before the guard
 
 
 def run_search(
@@ -198,9 +257,10 @@ def run_search(
 
 
 def save_plots(run_dir: Path, model: SuperNet, path: tuple[int, ...], metrics_path: Path) -> None:
-    """β trellis with the decoded path, α per edge, loss/mIoU curves → run_dir/plots/*.png."""
+    """β trellis with the decoded path, α per edge (now and over the epochs), loss/mIoU curves
+    → run_dir/plots/*.png."""
     from fastadl.engine.metrics_log import read
-    from fastadl.engine.plots import plot_alphas, plot_betas, plot_curves
+    from fastadl.engine.plots import plot_alpha_history, plot_alphas, plot_betas, plot_curves
 
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
@@ -208,4 +268,6 @@ def save_plots(run_dir: Path, model: SuperNet, path: tuple[int, ...], metrics_pa
         nb = model.normalized_betas().cpu()
         plot_betas(nb, path, plots / "betas.png")
         plot_alphas(model.alphas.detach().cpu(), model.primitives, plots / "alphas.png")
-    plot_curves(read(metrics_path), plots / "curves.png")
+    records = read(metrics_path)
+    plot_curves(records, plots / "curves.png")
+    plot_alpha_history(records, model.primitives, plots / "alpha_history.png")
