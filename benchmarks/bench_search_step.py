@@ -174,18 +174,23 @@ def main(argv: list[str] | None = None) -> int:
         its[name] = Iteration(s, backend, recompute=rec, compile=comp)
         its[name].compile_s = time.perf_counter() - t0 if comp else 0.0
     times = interleaved(its, a.reps)
+    compile_s = {name: it.compile_s for name, it in its.items()}
     print(f"setting: {s}, device {DEVICE}, threads {torch.get_num_threads()}, reps {a.reps}")
+    print("times:", {n: [round(t, 3) for t in ts] for n, ts in times.items()}, flush=True)
     ref = statistics.median(times["reference"]) if "reference" in times else None
     print(
         f"{'variant':<16} {'s/iter':>8} {'first':>8} {'vs ref':>8} {'peak MB':>9} {'compile s':>9}"
     )
+    del its  # the timed models' memory is not the peak-memory children's business
     for name, (backend, rec, comp) in variants.items():
+        # each row as soon as its peak is known: a long run that is stopped keeps what it had
         med = statistics.median(times[name])
         mem = "" if a.no_memory else peak_memory(s, backend, rec, comp)
         peak = "" if not mem else f"{mem['cuda_peak_mb'] or mem['peak_rss_mb']:.0f}"
         ratio = f"1/{ref / med:.1f}" if ref else ""
         first = times[f"{name}:first"][0]
-        print(f"{name:<16} {med:8.3f} {first:8.2f} {ratio:>8} {peak:>9} {its[name].compile_s:9.1f}")
+        print(f"{name:<16} {med:8.3f} {first:8.2f} {ratio:>8} {peak:>9} {compile_s[name]:9.1f}",
+              flush=True)  # fmt: skip
     return 0
 
 
