@@ -76,8 +76,22 @@ def init_distributed(device: str | torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not is_dist():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        rank = int(os.environ["RANK"])
+        dist.init_process_group(backend=backend, store=_round_store(), rank=rank, world_size=ws)
     return device
+
+
+def _round_store() -> dist.Store:
+    """The rendezvous store (env://: torchrun's), its keys prefixed by torchrun's restart count.
+
+    After torchrun restarts the worker group (--max-restarts) the store can still hold the old
+    group's keys, among them the killed worker's gloo address: a restarted rank that reads it
+    before its peer overwrites it connects to a dead port ("connectFullMesh failed ...
+    Connection refused"; seen under load, cf. pytorch/pytorch#167288). A prefix per restart
+    round makes each round's process group meet on fresh keys."""
+    store, _, _ = next(dist.rendezvous("env://"))
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"fastadl_round_{restart}", store)
 
 
 def barrier() -> None:
