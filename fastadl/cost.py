@@ -20,8 +20,7 @@ import argparse
 import sys
 
 from fastadl.cli_common import USER_ERRORS, add_config_flags, fail, overrides_from
-from fastadl.engine.config import PRESETS, SearchConfig
-from fastadl.engine.config_base import resolve_preset
+from fastadl.engine.config import PRESETS, SearchConfig, resolve
 
 # Training images per dataset (the split gives each half about a half of them).
 TRAIN_IMAGES = {"cityscapes": 2975, "voc": 1464, "ade20k": 20210}
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastadl.diagnostics.gpus import GPUS
 
     try:
-        cfg = resolve_preset(PRESETS, args.preset, overrides_from(args, SearchConfig))
+        cfg = resolve(args.preset, overrides_from(args, SearchConfig))
     except USER_ERRORS as e:
         return fail(str(e))
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -3,9 +3,10 @@ each with how often it runs per forward and its convolutions: the cost model's s
 
 The structure follows the SuperNet (shared/AUTO_DEEPLAB.md §2, fastadl/nn/supernet.py): per
 node (layer l, level s) one H^{l-2} reduction, per incoming path one H^{l-1} transition, and
-one call of the cell on all its paths (P cell evaluations). FLOPs are counted here analytically: 2 per multiply-add of every
-convolution, forward; backward, one more convolution's worth for the input gradient where the
-input needs one and one for the weight gradient (weight step only). In the α/β step the
+one call of the cell on all its paths (P cell evaluations). FLOPs are counted here
+analytically: 2 per multiply-add of every convolution, forward; backward, one more
+convolution's worth for the input gradient where the input needs one and one for the weight
+gradient (weight step only). In the α/β step the
 backward reaches a convolution only if its input depends on α or β: nothing before the first
 mixed edge (the stem, layer 1's transitions, the edges of H^{l-2} and H^{l-1} while those are
 still the stem's), which is also what autograd skips. tests/test_cost.py holds the total

@@ -173,9 +173,9 @@ class Search:
         weight, alphas = self.cfg.arch_entropy_weight, self.model.alphas
         return lambda: weight * alpha_entropy(alphas)
 
-    def decode(self) -> Genotype:
-        """The current genotype, with the max_skips cap when it is on."""
-        genotype = self.model.genotype()
+    def decode(self, genotype: Genotype | None = None) -> Genotype:
+        """``genotype`` (default: the model's current one) with the max_skips cap when it is on."""
+        genotype = genotype or self.model.genotype()
         if self.cfg.max_skips < 0:
             return genotype
         cell = decode_cell(self.model.alphas, self.model.primitives, self.cfg.max_skips)
@@ -190,11 +190,12 @@ class Search:
         miou, acc = validation_scores(
             model, self.val_set, cfg, self.device, self.precision, batch_stats
         )
-        self.genotype = self.decode()
+        raw = model.genotype()  # before any max_skips cap
+        self.genotype = self.decode(raw)
         # How far the architecture has moved (README, plots/alpha_history.png).
         with torch.no_grad():
             arch = {**alpha_summary(model.alphas), **beta_summary(model.normalized_betas())}
-        raw_skips = skip_count(model.genotype().cell)  # before any max_skips cap
+        raw_skips = skip_count(raw.cell)
         ops = op_histogram(self.genotype.cell, model.alphas, model.primitives)
         arch.update(skip_count=raw_skips, op_shares=ops)
         # Collapse guard arch_stop_skips (DARTS+' early stop): once α has been trained and the

@@ -94,12 +94,8 @@ class TrellisNode(nn.Module):
     ) -> torch.Tensor:
         """prev/prev_prev: level → node output of layers l-1 / l-2; weights: (E, K) softmaxed α;
         betas: (4, 3) normalised β of this layer's incoming edges → (N, B·C, *size)."""
-        inputs = self.inputs if self.compiled_inputs is None else self.compiled_inputs
-        s0, s1s, path_betas = inputs(prev, prev_prev, betas, size)
+        s0, s1s, path_betas = self.inputs(prev, prev_prev, betas, size)
         return self.cell.forward_paths(s0, s1s, weights, path_betas)
-
-    # fastadl/nn/compile.py may set this to a compiled ``inputs`` (the region around the cell).
-    compiled_inputs = None
 
     def inputs(
         self,
@@ -109,7 +105,8 @@ class TrellisNode(nn.Module):
         size: tuple[int, int],
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """The cell's inputs: H^{l-2} reduced (N, C, H, W), each path's H^{l-1} transition
-        (P of them, (N, C, H, W)) and the paths' β (P,)."""
+        (P of them, (N, C, H, W)) and the paths' β (P,). The region around the cell:
+        fastadl/nn/compile.py replaces it per node by a compiled one."""
         s0 = self.pre_prev_prev(prev_prev[self.pp_level])
         s1s = []
         for src, d in self.paths:

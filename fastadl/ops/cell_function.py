@@ -202,7 +202,6 @@ class CellFunction(torch.autograd.Function):
         )
         ctx.plan, ctx.P, ctx.rstats, ctx.recompute = plan, P, rstats, recompute
         ctx.shapes = [p.shape for p in params]  # the stacked weights' own shapes
-        ctx.has_betas = betas is not None
         # every intermediate goes through save_for_backward, so saved-tensor hooks (memory
         # accounting, CPU offloading) see all of it
         leaves, ctx.spec = ([], None) if recompute else tree_flatten(saved)
