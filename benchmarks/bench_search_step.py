@@ -33,7 +33,8 @@ import torch
 from fastadl import SuperNet
 from fastadl.engine.architect import Architect
 from fastadl.engine.precision import Precision
-from fastadl.engine.steps import frozen, sgd, weight_step
+from fastadl.engine.flat_sgd import FlatSGD
+from fastadl.engine.steps import frozen, stepped_parameters, weight_step
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -72,7 +73,7 @@ class Iteration:
         precision = Precision("off", torch.device(device).type)
         arch = self.model.arch_parameters()
         self.weights = self.model.weight_parameters()
-        self.w_opt = sgd(self.weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+        self.w_opt = FlatSGD(self.weights, lr=0.025, momentum=0.9, weight_decay=3e-4)  # as the search
         self.scaler = precision.make_scaler()
         self.precision = precision
         self.architect = Architect(self.model, arch, 3e-3, (0.9, 0.999), 1e-3, precision)
@@ -91,7 +92,7 @@ class Iteration:
         self.step += 1
         with frozen(self.model.arch_parameters()):
             weight_step(self.model, self.xa, self.ya, self.w_opt, self.scaler, self.precision,
-                        self.weights, self.step, 1, 5.0)  # fmt: skip
+                        stepped_parameters(self.w_opt), self.step, 1, 5.0)  # fmt: skip
         self.architect.step(self.xb, self.yb, self.step)
         sync(self.device)
         return time.perf_counter() - t0

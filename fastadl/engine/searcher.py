@@ -36,7 +36,8 @@ from fastadl.engine.evaluation import validation_scores
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.engine.precision import Precision
-from fastadl.engine.steps import frozen, sgd, weight_step
+from fastadl.engine.flat_sgd import FlatSGD
+from fastadl.engine.steps import frozen, stepped_parameters, weight_step
 from fastadl.genotype import Genotype, decode_cell
 from fastadl.nn import SuperNet
 from fastadl.nn.compile import compile_regions
@@ -107,7 +108,9 @@ class Search:
         self.precision = Precision(cfg.amp, device.type)
         self.arch_params = self.model.arch_parameters()
         self.weight_params = self.model.weight_parameters()
-        self.w_opt = sgd(
+        # one flat buffer for the ~11k weight tensors: clipping, SGD and zeroing are a few
+        # calls instead of loops over every tensor (fastadl/engine/flat_sgd.py)
+        self.w_opt = FlatSGD(
             self.weight_params,
             lr=cfg.w_lr,
             momentum=cfg.w_momentum,
@@ -153,7 +156,7 @@ class Search:
                 self.w_opt,
                 self.w_scaler,
                 self.precision,
-                self.weight_params,
+                stepped_parameters(self.w_opt),
                 step + 1,
                 cfg.accumulate,
                 cfg.grad_clip,

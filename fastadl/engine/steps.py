@@ -43,6 +43,12 @@ def sgd(params: list[nn.Parameter], **kwargs) -> torch.optim.SGD:
         return torch.optim.SGD(params, **kwargs)
 
 
+def stepped_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    """The tensors ``optimizer`` steps (for FlatSGD: its one flat parameter), which is what
+    gradient clipping should read: the same gradients in the fewest tensors."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def total_grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
     """The 2-norm of all of ``params``' gradients together (one foreach call where available)."""
     grads = [p.grad for p in params if p.grad is not None]
