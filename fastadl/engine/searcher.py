@@ -33,10 +33,10 @@ from fastadl.engine.checkpoint import load_module_state
 from fastadl.engine.config import SearchConfig
 from fastadl.engine.distributed import resolve_device  # noqa: F401  (its old home)
 from fastadl.engine.evaluation import validation_scores
+from fastadl.engine.flat_sgd import FlatSGD
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.engine.precision import Precision
-from fastadl.engine.flat_sgd import FlatSGD
 from fastadl.engine.steps import frozen, stepped_parameters, weight_step
 from fastadl.genotype import Genotype, decode_cell
 from fastadl.nn import SuperNet
