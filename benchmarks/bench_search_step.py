@@ -32,7 +32,7 @@ import torch
 
 from fastadl import SuperNet
 from fastadl.engine.architect import Architect
-from fastadl.engine.flat_sgd import FlatSGD
+from fastadl.engine.flat_sgd import search_weight_optimizer
 from fastadl.engine.precision import Precision
 from fastadl.engine.steps import frozen, stepped_parameters, weight_step
 
@@ -73,9 +73,9 @@ class Iteration:
         precision = Precision("off", torch.device(device).type)
         arch = self.model.arch_parameters()
         self.weights = self.model.weight_parameters()
-        self.w_opt = FlatSGD(
-            self.weights, lr=0.025, momentum=0.9, weight_decay=3e-4
-        )  # as the search
+        self.w_opt = search_weight_optimizer(  # the search's own
+            self.model, False, lr=0.025, momentum=0.9, weight_decay=3e-4
+        )
         self.scaler = precision.make_scaler()
         self.precision = precision
         self.architect = Architect(self.model, arch, 3e-3, (0.9, 0.999), 1e-3, precision)

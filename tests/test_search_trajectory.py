@@ -16,7 +16,7 @@ import torch
 
 from fastadl import SuperNet
 from fastadl.engine.architect import Architect
-from fastadl.engine.flat_sgd import FlatSGD
+from fastadl.engine.flat_sgd import search_weight_optimizer
 from fastadl.engine.precision import Precision
 from fastadl.engine.steps import frozen, stepped_parameters, weight_step
 
@@ -31,7 +31,7 @@ def search(backend: str, dtype: torch.dtype, blocks: int) -> SuperNet:
     net = SuperNet(CLASSES, 2, 2, blocks, backend=backend).to(dtype)
     precision = Precision("off", "cpu")
     scaler = precision.make_scaler()
-    w_opt = FlatSGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    w_opt = search_weight_optimizer(net, False, lr=0.025, momentum=0.9, weight_decay=3e-4)
     arch = Architect(net, net.arch_parameters(), 3e-3, (0.5, 0.999), 1e-3, precision)
     gen = torch.Generator().manual_seed(1)
     for step in range(1, STEPS + 1):

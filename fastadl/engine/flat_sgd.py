@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastadl.ops.cell_weights import bind_stacked_weights, packing_order
+
 
 class FlatSGD(torch.optim.SGD):
     """torch.optim.SGD on ``params`` packed into one flat parameter (see the module docstring).
@@ -31,7 +33,11 @@ class FlatSGD(torch.optim.SGD):
     params: same dtype and device. ``flat``: the (n,) parameter the optimizer steps, its
     ``.grad`` the flat gradient; ``packed``: the original parameters, in packing order."""
 
-    def __init__(self, params: list[nn.Parameter], **kwargs):
+    def __init__(
+        self, params: list[nn.Parameter], plain_order: list[nn.Parameter] | None = None, **kwargs
+    ):
+        """plain_order: the parameter order of a plain SGD whose saved state this one may
+        load (default: ``params``' own order)."""
         params = list(params)
         if not params:
             raise ValueError("FlatSGD needs at least one parameter")
@@ -42,6 +48,8 @@ class FlatSGD(torch.optim.SGD):
             flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
         flat.grad = torch.zeros_like(flat)
         self.packed = params
+        position = {id(p): i for i, p in enumerate(params)}
+        self._plain = [position[id(p)] for p in (plain_order or params)]
         self.flat = flat
         self._views = []
         offset = 0
@@ -76,17 +84,31 @@ class FlatSGD(torch.optim.SGD):
         return super().step(closure)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Also takes a plain SGD's state over the same parameters (one momentum buffer per
-        parameter, packing order): its buffers are concatenated into the flat one."""
+        """Also takes a plain SGD's state over the same parameters in ``plain_order`` (one
+        momentum buffer per parameter): its buffers are packed into the flat one."""
         groups = state_dict["param_groups"]
         n_saved = sum(len(g["params"]) for g in groups)
         if n_saved == len(self.packed) != 1:
             state = state_dict["state"]
             ids = [i for g in groups for i in g["params"]]
-            bufs = [state.get(i, {}).get("momentum_buffer") for i in ids]
+            bufs = [None] * len(ids)
+            for i, at in zip(ids, self._plain, strict=True):
+                bufs[at] = state.get(i, {}).get("momentum_buffer")
             packed = {}
             if all(b is not None for b in bufs):
                 packed[0] = {"momentum_buffer": torch.cat([b.reshape(-1) for b in bufs])}
             group = {k: v for k, v in groups[0].items() if k != "params"} | {"params": [0]}
             state_dict = {"state": packed, "param_groups": [group]}
         super().load_state_dict(state_dict)
+
+
+def search_weight_optimizer(model: nn.Module, distributed: bool, **hyper) -> FlatSGD:
+    """The search's weight optimizer: FlatSGD over ``model.weight_parameters()`` packed so
+    each search cell's weight kinds are contiguous, with the cells' stacked weights bound to
+    the buffer (fastadl/ops/cell_weights.py) unless ``distributed`` (DDP's gradient hooks sit
+    on the edges' own parameters)."""
+    weights = model.weight_parameters()
+    optimizer = FlatSGD(packing_order(model, weights), plain_order=weights, **hyper)
+    if not distributed:
+        bind_stacked_weights(model, optimizer.flat)
+    return optimizer

@@ -33,7 +33,7 @@ from fastadl.engine.checkpoint import load_module_state
 from fastadl.engine.config import SearchConfig
 from fastadl.engine.distributed import resolve_device  # noqa: F401  (its old home)
 from fastadl.engine.evaluation import validation_scores
-from fastadl.engine.flat_sgd import FlatSGD
+from fastadl.engine.flat_sgd import search_weight_optimizer
 from fastadl.engine.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.engine.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.engine.precision import Precision
@@ -109,9 +109,11 @@ class Search:
         self.arch_params = self.model.arch_parameters()
         self.weight_params = self.model.weight_parameters()
         # one flat buffer for the ~11k weight tensors: clipping, SGD and zeroing are a few
-        # calls instead of loops over every tensor (fastadl/engine/flat_sgd.py)
-        self.w_opt = FlatSGD(
-            self.weight_params,
+        # calls instead of loops over every tensor, and the cells read their stacked weights
+        # from it without copies (fastadl/engine/flat_sgd.py)
+        self.w_opt = search_weight_optimizer(
+            self.model,
+            dist.world_size() > 1,
             lr=cfg.w_lr,
             momentum=cfg.w_momentum,
             weight_decay=cfg.w_weight_decay,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fastadl.ops.cell_function import CellFunction
+from fastadl.ops.cell_function import CellFunction, cell_threads
 from fastadl.ops.cell_plan import (
     batch_mode,
     cached_cell_plan,
@@ -24,6 +24,7 @@ from fastadl.ops.cell_plan import (
     stacked_weights,
     update_running_stats,
 )
+from fastadl.ops.cell_weights import bound_stacked_weights
 
 CELL_BACKENDS = ("fused", "auto")  # edge backends whose cells take the cell-level path
 
@@ -69,11 +70,12 @@ def fast_cell(
         if rstats is None:
             return None
         rstats = tuple(t.to(dtype) for t in rstats)
-    params = stacked_weights(plan)
+    # zero-copy leaves over the search optimizer's flat buffer where bound (cell_weights.py)
+    params = bound_stacked_weights(plan) or stacked_weights(plan)
     args = [s0, betas, weights, *s1s, *params]
     args = [a if a is None or a.dtype == dtype else a.to(dtype) for a in args]
     P = len(s1s)
-    with torch.autocast(s0.device.type, enabled=False):
+    with torch.autocast(s0.device.type, enabled=False), cell_threads(s0):
         out, means, variances = CellFunction.apply(
             plan, P, rstats, all(e.recompute for e in cell.edges), *args
         )

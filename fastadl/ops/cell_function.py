@@ -24,6 +24,7 @@ from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.cell_wgrad import cell_weight_grads
 from fastadl.ops.fanout import GroupWeights, fanout_backward, fanout_forward
 from fastadl.ops.fused_function import _index_tensors
+from fastadl.ops.small_work import threads_for
 
 CL = torch.channels_last
 
@@ -94,7 +95,7 @@ def cell_forward(plan: CellPlan, P: int, x0, x1, weights, betas, stacked, rstats
     (means, biased vars), each (P, n_bn, C) in plan.bns order, or None, saved intermediates)."""
     N, C, H, W = x0.shape
     B, Q = plan.blocks, N * H * W
-    _, gws = _prepare(plan, weights, stacked)
+    rows, gws = _prepare(plan, weights, stacked)
     stats = None
     if rstats is None and plan.bns:
         stats = (x0.new_empty(P, len(plan.bns), C), x0.new_empty(P, len(plan.bns), C))
@@ -121,7 +122,8 @@ def cell_forward(plan: CellPlan, P: int, x0, x1, weights, betas, stacked, rstats
     # out[q, b, c] = Σ_p β_p acc[p, q, b, c]: one GEMV, already in the channels-last layout
     y = acc[0] if betas is None else torch.mm(betas.view(1, P), acc.view(P, -1))
     out = y.reshape(N, H, W, B * C).permute(0, 3, 1, 2)
-    return out, stats, (acc, inters)
+    # the group weights travel to the backward as tuples (pytree leaves are tensors there)
+    return out, stats, (acc, inters, rows, [tuple(vars(gw).values()) for gw in gws])
 
 
 def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, batch, saved,
@@ -131,7 +133,8 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, ba
     need_x0, need_x1, need_w, need_b, need_p = needs
     N, C, H, W = x0.shape
     B, Q = plan.blocks, N * H * W
-    acc, inters = saved
+    acc, inters, rows, gws = saved
+    gws = [GroupWeights(*t) for t in gws]
     gq = g.contiguous(memory_format=CL).permute(0, 2, 3, 1).reshape(1, Q, B, C)
     gbetas = None
     if betas is None:
@@ -140,7 +143,6 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, ba
         if need_b:
             gbetas = torch.mv(acc.view(P, -1), gq.reshape(-1))
         gacc = betas.view(P, 1, 1, 1) * gq  # (P, Q, B, C): each block's gradient per path
-    rows, gws = _prepare(plan, weights, stacked)
     mix_grads = [None] * len(plan.groups)  # per group (ga (A, E), gf (J, E))
     items = [None] * len(plan.groups)  # weight-gradient operands, per group
     # a block's gradient is needed for anything upstream of it, α included
@@ -184,6 +186,11 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, ba
     return as4(g0, N), as4(g1, P * N), gweights, gbetas, gstacked
 
 
+def cell_threads(s0: Tensor):
+    """The thread policy of one cell call with H^{l-2} = s0 (fastadl/ops/small_work.py)."""
+    return threads_for(s0.numel(), s0.device)
+
+
 class CellFunction(torch.autograd.Function):
     """apply(plan, P, rstats, recompute, s0, betas, weights, *s1 (P of them), *stacked) →
     (out, means, variances). stacked: cell_plan.stacked_weights (one tensor per weight kind);
@@ -217,6 +224,11 @@ class CellFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, g, _gm, _gv):
+        with cell_threads(ctx.saved_tensors[0]):
+            return CellFunction._backward(ctx, g)
+
+    @staticmethod
+    def _backward(ctx, g):
         plan, P = ctx.plan, ctx.P
         x0, x1, weights, betas, *rest = ctx.saved_tensors
         stacked, tensors = rest[: ctx.n_stacked], rest[ctx.n_stacked :]
