@@ -22,7 +22,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.cell_wgrad import cell_weight_grads
-from fastadl.ops.fanout import GroupWeights, fanout_backward, fanout_forward
+from fastadl.ops.conv_runs import run_weight
+from fastadl.ops.fanout import GroupWeights, fanout_backward, fanout_forward, stage_runs
 from fastadl.ops.fused_function import _index_tensors
 from fastadl.ops.small_work import threads_for
 
@@ -45,29 +46,47 @@ def _mixing(plan: CellPlan, weights: Tensor):
     return rows, w_all[:, idx_a].t(), w_all[:, idx_f].t()
 
 
-def _group_weights(plan: CellPlan, stacked: list[Tensor], wa: Tensor, wf: Tensor, pws):
+def _union_kernels(plan: CellPlan, dws: list[Tensor], runs) -> list[list[Tensor]]:
+    """Per group, each run's union kernel (conv_runs.run_weight), built once for all of the
+    cell's edges and then cut per group: one call per run instead of one per run and group."""
+    C, E_all = plan.C, plan.edges
+    per_group = [[] for _ in plan.groups]
+    for run in runs:
+        u = run_weight(run, dws)  # (n·E_all·C, 1, kh, kw), kind-major
+        by_kind = u.view(run.size, E_all * C, *u.shape[1:])
+        for g, out in zip(plan.groups, per_group, strict=True):
+            lo, hi = g.offset * C, (g.offset + g.size) * C
+            out.append(u[lo:hi] if run.size == 1 else by_kind[:, lo:hi].reshape(-1, *u.shape[1:]))
+    return per_group
+
+
+def _group_weights(plan: CellPlan, stacked: list[Tensor], wa: Tensor, wf: Tensor, pws, hw):
     """Per group, its GroupWeights: slices of the cell's stacked weights (pws: the stacked
-    pointwise weights of each stage, (J, E_all, C, C) and (S, E_all, C, C) or None)."""
+    pointwise weights of each stage, (J, E_all, C, C) and (S, E_all, C, C) or None) and the
+    union kernels of its conv runs on an hw = (H, W) map."""
     J, S, C = plan.edge.J, plan.edge.S, plan.C
     dw1, dw2 = stacked[:J], stacked[2 * J : 2 * J + S]
+    runs1, runs2 = stage_runs(plan.edge, *hw)
+    wr1 = _union_kernels(plan, dw1, runs1) if J else [None] * len(plan.groups)
+    wr2 = _union_kernels(plan, dw2, runs2) if S else [None] * len(plan.groups)
     out = []
     for g in plan.groups:
         lo, hi = g.offset, g.offset + g.size
         out.append(GroupWeights(
             wa[:, lo:hi], wf[:, lo:hi], [w[lo * C : hi * C] for w in dw1],
             None if pws[0] is None else pws[0][:, lo:hi], [w[lo * C : hi * C] for w in dw2],
-            None if pws[1] is None else pws[1][:, lo:hi],
+            None if pws[1] is None else pws[1][:, lo:hi], wr1[g.index], wr2[g.index],
         ))  # fmt: skip
     return out
 
 
-def _prepare(plan: CellPlan, weights: Tensor, stacked: list[Tensor]):
-    """(α rows, per-group GroupWeights) for one evaluation of the cell."""
+def _prepare(plan: CellPlan, weights: Tensor, stacked: list[Tensor], hw: tuple[int, int]):
+    """(α rows, per-group GroupWeights) for one evaluation of the cell on hw = (H, W) maps."""
     J, S = plan.edge.J, plan.edge.S
     rows, wa, wf = _mixing(plan, weights)
     pw1 = torch.stack(stacked[J : 2 * J]) if J else None
     pw2 = torch.stack(stacked[2 * J + S :]) if S else None
-    return rows, _group_weights(plan, stacked, wa, wf, (pw1, pw2))
+    return rows, _group_weights(plan, stacked, wa, wf, (pw1, pw2), hw)
 
 
 def _group_rstats(plan: CellPlan, rstats, g, row: int):
@@ -95,7 +114,7 @@ def cell_forward(plan: CellPlan, P: int, x0, x1, weights, betas, stacked, rstats
     (means, biased vars), each (P, n_bn, C) in plan.bns order, or None, saved intermediates)."""
     N, C, H, W = x0.shape
     B, Q = plan.blocks, N * H * W
-    rows, gws = _prepare(plan, weights, stacked)
+    rows, gws = _prepare(plan, weights, stacked, (H, W))
     stats = None
     if rstats is None and plan.bns:
         stats = (x0.new_empty(P, len(plan.bns), C), x0.new_empty(P, len(plan.bns), C))

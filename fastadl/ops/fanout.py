@@ -146,6 +146,8 @@ class GroupWeights:
     pw1: Tensor | None
     dw2: list[Tensor]
     pw2: Tensor | None
+    wr1: list[Tensor] | None = None  # each stage's union kernels per run (conv_runs), when
+    wr2: list[Tensor] | None = None  # the caller built them for several groups at once
 
 
 def stage_runs(plan: EdgePlan, H: int, W: int):
@@ -209,7 +211,7 @@ def fanout_forward(
             return tuple(t[n_pool + lo * E : n_pool + (lo + n) * E].reshape(-1) for t in rstats)
 
         re = torch.clamp_min(x_cl.permute(0, 2, 3, 1).reshape(M, 1, C).expand(M, E, C), 0)
-        wr1 = [run_weight(run, gw.dw1) for run in runs1]
+        wr1 = gw.wr1 if gw.wr1 is not None else [run_weight(run, gw.dw1) for run in runs1]
         D1 = _dw_stage(re, wr1, runs1, PN, H, W, shared=True)  # (M, J, E, C)
         Z1 = x.new_empty(M, J, E, C)
         pointwise(D1, gw.pw1, Z1)
@@ -219,7 +221,7 @@ def fanout_forward(
         Y = D2 = Z2 = inv2 = wr2 = None
         if S:
             Y = torch.clamp_min(Z1[:, :S], 0)  # (M, S, E, C), the second convs' input
-            wr2 = [run_weight(run, gw.dw2) for run in runs2]
+            wr2 = gw.wr2 if gw.wr2 is not None else [run_weight(run, gw.dw2) for run in runs2]
             D2 = _dw_stage(Y, wr2, runs2, PN, H, W, shared=False)
             Z2 = x.new_empty(M, S, E, C)
             pointwise(D2, gw.pw2, Z2)
