@@ -12,10 +12,18 @@ forward and backward run on one thread; the threads are restored after each call
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
 SMALL_WORK_VALUES = 8192  # values per path (N·C·H·W) below which a cell runs single-threaded
+
+
+@functools.cache
+def _openmp() -> bool:
+    """Whether ATen parallelises with OpenMP, where the thread count may change at any time
+    (the native thread pool refuses set_num_threads once parallel work has started)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
 @contextlib.contextmanager
@@ -23,7 +31,7 @@ def threads_for(values: int, device: torch.device):
     """Run the block with one intra-op thread if ``values`` is below SMALL_WORK_VALUES and
     ``device`` is the CPU; otherwise leave the thread count alone."""
     n = torch.get_num_threads()
-    if device.type != "cpu" or n == 1 or values >= SMALL_WORK_VALUES:
+    if device.type != "cpu" or n == 1 or values >= SMALL_WORK_VALUES or not _openmp():
         yield
         return
     torch.set_num_threads(1)
