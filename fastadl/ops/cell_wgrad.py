@@ -22,15 +22,13 @@ from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.dw_crop import dw_weight_grad
 
 
-def _gather(parts, M: int, E_all: int, C: int, dims: int, like: Tensor) -> Tensor:
-    """parts: per group (offset, size, tensor (M_g, [rows,] E_g, C)) → (M, [rows,] E_all, C)."""
-    rows = () if dims == 3 else (parts[0][2].shape[1],)
-    out = like.new_empty(M, *rows, E_all, C)
-    for off, size, t in parts:
-        out[: t.shape[0], ..., off : off + size, :] = t
-        if t.shape[0] < M:
-            out[t.shape[0] :, ..., off : off + size, :] = 0
-    return out
+def _gather(parts, M: int) -> Tensor:
+    """parts: per group (tensor (M_g, [rows,] E_g, C)), in group order → (M, [rows,] E_all, C):
+    one concatenation along the edge axis, a group with fewer rows (H^{l-2}'s single path)
+    padded with zero rows first."""
+    full = [t if t.shape[0] == M else torch.cat([t, t.new_zeros(M - t.shape[0], *t.shape[1:])])
+            for t in parts]  # fmt: skip
+    return torch.cat(full, dim=-2)
 
 
 def _pointwise_weight_grads(gz: Tensor, d: Tensor) -> list[Tensor]:
@@ -92,17 +90,21 @@ def cell_weight_grads(plan: CellPlan, P: int, shape, items) -> list[Tensor]:
             per_group.append(weight_grads(edge, x.shape[0], H, W, _relu_repeated(x, g.size),
                                           *(t[k] for k in keys)))  # fmt: skip
         return [torch.cat(parts) for parts in zip(*per_group, strict=True)]
-    M, E_all = P * N * H * W, plan.edges
-    spans = [(g.offset, g.size) for g in plan.groups]
-    like = items[0][0]
+    M = P * N * H * W
 
     def gather(key: str) -> Tensor | None:
         parts = []
-        for (o, n), (x, inter, ops) in zip(spans, items, strict=True):
-            t = _relu_repeated(x, n) if key == "re" else inter[key] if key in inter else ops[key]
+        for g, (x, inter, ops) in zip(plan.groups, items, strict=True):
+            t = (
+                _relu_repeated(x, g.size)
+                if key == "re"
+                else inter[key]
+                if key in inter
+                else ops[key]
+            )
             if t is None:
                 return None
-            parts.append((o, n, t))
-        return _gather(parts, M, E_all, C, parts[0][2].dim(), like)
+            parts.append(t)
+        return _gather(parts, M)
 
     return weight_grads(edge, P * N, H, W, gather("re"), *(gather(k) for k in keys))
