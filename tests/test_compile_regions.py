@@ -4,7 +4,7 @@ A one-layer trellis (its two nodes: a same-level and a downsampling transition, 
 reduced by stride 1 and 2; sized for CI's compile time) in float64, so that compiled and
 eager agree to float64 rounding, whatever order inductor sums in. The weight step (α/β
 frozen) and the α/β step (weights frozen) each compile once; running both again recompiles
-nothing.
+nothing; evaluation runs eagerly (compiles nothing) and still equals eager.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch._dynamo.utils import counters
 
 from fastadl import SuperNet
 from fastadl.engine.steps import frozen, segmentation_loss
-from fastadl.nn.compile import compile_regions
+from fastadl.nn.compile import compile_regions, compile_stats
 
 
 def _step(net: SuperNet, x, y, arch: bool) -> list[torch.Tensor]:
@@ -51,13 +51,26 @@ def test_compiled_steps_match_eager_and_do_not_recompile(nets):
     for arch in (False, True):
         # BatchNorm running statistics move in both copies alike (training mode)
         torch.testing.assert_close(_step(compiled, x, y, arch), _step(eager, x, y, arch))
-    graphs = counters["stats"]["unique_graphs"]
-    assert graphs > 0  # the regions were compiled, not skipped
+    graphs, seconds = compile_stats()
+    assert graphs > 0 and seconds > 0  # the regions were compiled, not skipped, and timed
     for arch in (False, True, False):
         torch.testing.assert_close(_step(compiled, x, y, arch), _step(eager, x, y, arch))
     assert counters["stats"]["unique_graphs"] == graphs  # no recompilation between steps
     for (name, b), a in zip(compiled.named_buffers(), eager.buffers(), strict=True):
         torch.testing.assert_close(b, a, msg=name)
+
+
+def test_evaluation_runs_eagerly_and_matches(nets):
+    """Validation (eval mode, no_grad) and a training-mode no_grad forward compile nothing."""
+    eager, compiled = nets
+    x = torch.randn(2, 3, 17, 19, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    graphs = compile_stats()[0]
+    with torch.no_grad():
+        for training in (False, True):
+            eager.train(training)
+            compiled.train(training)
+            torch.testing.assert_close(compiled(x), eager(x))
+    assert compile_stats()[0] == graphs
 
 
 def test_compile_regions_needs_a_supernet():
