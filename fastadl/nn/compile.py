@@ -14,11 +14,17 @@ docs/PERFORMANCE.md, ``--compile``):
 - Static shapes (``dynamic=False``): a search's training shapes are fixed (full batches, fixed
   crops), dynamic-shape graphs took 1.8× as long to compile, and their backward specialised the
   spatial size anyway (so they were not shared across levels).
-- Training mode with gradients only: validation and evaluation (eval mode or no_grad) run the
-  same modules eagerly, so their variants are never compiled (they were a third of the compile
-  time, for forwards that run a few hundred times per search).
-- The stem and the ASPP heads are not compiled: each is a graph of its own, used once per
-  forward, and compiling them cost more than it saved.
+- Only where a gradient passes: validation and evaluation (eval mode or no_grad) run the same
+  modules eagerly, so their variants are never compiled (they were a third of the compile
+  time, for forwards that run a few hundred times per search), and so do the α/β step's
+  transitions of the frozen stem's output (nothing there needs a gradient: a forward-only
+  variant per shape, for one eager call per step).
+- Inductor's C++ kernels without SIMD vectorization (``cpp.vec_isa_ok=False``, for this
+  function only; **decision**): a graph compiles in ~35% less time, and on the search's small
+  maps the kernels are a small part of a call that is dominated by fixed costs either way.
+- The stem and the ASPP heads are not compiled (**decision**): each is a graph of its own
+  (6 per variant in the tiny supernet) run once per forward, and on this CPU no compiled region
+  ran faster than eager once compiled, so a graph that is not shared only adds compile time.
 
 The weight step (α/β frozen) and the α/β step (weights frozen, so the transitions only pass
 gradients to their inputs) are different graphs; each compiles on its first step, and after
@@ -36,7 +42,7 @@ from fastadl.nn.supernet import SuperNet
 from fastadl.nn.transitions import ReLUConvBN
 
 # Graphs of the one compiled function: distinct transition configurations × input shapes ×
-# {weight step, α/β step, α/β step on a constant input (layer 1)}. Beyond dynamo's default of
+# {weight step, α/β step}. Beyond dynamo's default of
 # 8 per function it would fall back to eager silently.
 RECOMPILE_LIMIT = 256
 
@@ -48,7 +54,7 @@ def compile_regions(model: SuperNet) -> SuperNet:
     config = torch._dynamo.config
     limit_name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, limit_name, max(getattr(config, limit_name), RECOMPILE_LIMIT))
-    compiled = torch.compile(ReLUConvBN.forward, dynamic=False)
+    compiled = torch.compile(ReLUConvBN.forward, dynamic=False, options={"cpp.vec_isa_ok": False})
     for node in model.nodes.values():
         for module in node.modules():
             if isinstance(module, ReLUConvBN):
@@ -58,8 +64,11 @@ def compile_regions(model: SuperNet) -> SuperNet:
 
 
 def _training_forward(compiled, module: ReLUConvBN, x: torch.Tensor) -> torch.Tensor:
-    """``compiled`` in a training step, the eager forward in eval mode or under no_grad."""
-    if module.training and torch.is_grad_enabled():
+    """``compiled`` where a training step passes a gradient through ``module`` (to its input
+    or its conv weight), else the eager forward (eval mode, no_grad, a frozen constant input)."""
+    conv = module.op[1]
+    wants_grad = x.requires_grad or conv.weight.requires_grad
+    if module.training and torch.is_grad_enabled() and wants_grad:
         return compiled(module, x)
     return ReLUConvBN.forward(module, x)
 
