@@ -16,6 +16,9 @@ import pytest
 import torch
 
 from fastadl import SuperNet
+from fastadl.engine.config import resolve
+from fastadl.engine.metrics_log import read
+from fastadl.engine.searcher import run_search
 from fastadl.engine.steps import frozen, segmentation_loss
 from fastadl.nn.compile import compile_regions, compile_stats
 
@@ -78,3 +81,36 @@ def test_evaluation_runs_eagerly_and_matches(nets):
 def test_compile_regions_needs_a_supernet():
     with pytest.raises(TypeError, match="SuperNet"):
         compile_regions(torch.nn.Linear(2, 2))
+
+
+def test_search_reports_compile_time(tmp_path, one_thread, capsys):
+    """``--compile`` in a real search: a "compile: N graphs, X s" line and the metrics fields
+    after the steps that compiled (the first weight step, the first α/β step), none after."""
+    cfg = resolve(
+        "tiny",
+        {
+            "num_images": 16,
+            "image_size": 32,
+            "crop_size": 32,
+            "batch_size": 4,
+            "val_images": 2,
+            "layers": 2,
+            "filter_multiplier": 2,
+            "block_multiplier": 2,
+            "epochs": 2,
+            "arch_start_epoch": 1,
+            "workers": 0,
+            "threads": 0,
+            "device": "cpu",
+            "compile": True,
+        },
+    )
+    run_search(cfg, tmp_path, progress=False)
+    steps = [r for r in read(tmp_path / "metrics.jsonl") if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]  # 2 steps an epoch, α/β from step 3
+    reported = [(r["step"], r["compile_graphs"], r["compile_s"]) for r in steps if "compile_s" in r]
+    assert [step for step, _, _ in reported] == [1, 3]
+    (_, g_weight, s_weight), (_, g_arch, s_arch) = reported
+    assert 0 < g_weight < g_arch and 0 < s_weight < s_arch
+    out = capsys.readouterr().out
+    assert f"compile: {g_weight} graphs, {s_weight:.1f} s (by step 1)" in out

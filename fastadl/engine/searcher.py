@@ -177,10 +177,10 @@ class Search:
         graphs, seconds = compile_stats()
         if graphs == self.compiled_graphs:
             return {}
-        self.compiled_graphs = graphs
+        self.compiled_graphs, seconds = graphs, round(seconds, 2)
         if dist.is_main_process():
             tqdm.write(f"compile: {graphs} graphs, {seconds:.1f} s (by step {step})")
-        return {"compile_graphs": graphs, "compile_s": round(seconds, 2)}
+        return {"compile_graphs": graphs, "compile_s": seconds}
 
     def entropy_regularizer(self):
         """Collapse guard arch_entropy_weight: λ · mean normalised entropy of softmax(α),
