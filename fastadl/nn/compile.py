@@ -9,14 +9,14 @@ docs/PERFORMANCE.md, ``--compile``):
 - Every ``ReLUConvBN`` of the trellis (the H^{l-1} transitions, the 1×1 after the upsampling
   one, and each step of the H^{l-2} reductions: 41 modules in the tiny supernet) runs **one**
   compiled ``ReLUConvBN.forward``, so modules of the same configuration and input shape share
-  a graph: 19 in the tiny supernet's weight step, compiled in ~60 s, where each node's whole
+  a graph: 19 in the tiny supernet's weight step, compiled in 35-46 s, where each node's whole
   ``TrellisNode.inputs`` (9 bigger graphs, with the stem and heads 15) took ~190 s.
 - Static shapes (``dynamic=False``): a search's training shapes are fixed (full batches, fixed
   crops), dynamic-shape graphs took 1.8× as long to compile, and their backward specialised the
   spatial size anyway (so they were not shared across levels).
 - Only where a gradient passes: validation and evaluation (eval mode or no_grad) run the same
-  modules eagerly, so their variants are never compiled (they were a third of the compile
-  time, for forwards that run a few hundred times per search), and so do the α/β step's
+  modules eagerly, so their variants are never compiled (they were a fifth of the compile
+  time, for ~80 forwards in a tiny search), and so do the α/β step's
   transitions of the frozen stem's output (nothing there needs a gradient: a forward-only
   variant per shape, for one eager call per step).
 - Inductor's C++ kernels without SIMD vectorization (``cpp.vec_isa_ok=False``, for this
