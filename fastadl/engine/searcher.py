@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from fastadl.data import subset
 from fastadl.data.split import load_split, make_split, save_split
@@ -40,7 +41,7 @@ from fastadl.engine.precision import Precision
 from fastadl.engine.steps import frozen, stepped_parameters, weight_step
 from fastadl.genotype import Genotype, decode_cell
 from fastadl.nn import SuperNet
-from fastadl.nn.compile import compile_regions
+from fastadl.nn.compile import compile_regions, compile_stats
 
 
 def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
@@ -51,8 +52,8 @@ def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
 def search_forward(model: SuperNet, cfg: SearchConfig) -> nn.Module:
     """What the weight step calls: the model, DDP-wrapped under several processes. With
     ``cfg.compile`` its repeated regions are compiled in place (fastadl/nn/compile.py), so the
-    α/β step, which calls the model itself, runs them too. (The one place compilation is
-    decided.)"""
+    α/β step, which calls the model itself, runs them too, and validation (eval mode, no_grad)
+    runs them eagerly. (The one place compilation is decided.)"""
     if cfg.compile:
         compile_regions(model)
     forward: nn.Module = model
@@ -131,6 +132,7 @@ class Search:
         # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
         self.arch_frozen_at = 0
         self.forward = search_forward(self.model, cfg)
+        self.compiled_graphs = compile_stats()[0]  # dynamo's count before the first step
 
     def batches(self, epoch: int, start: int):
         self.model.train()
@@ -169,7 +171,21 @@ class Search:
         if self.search_arch:
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             fields["arch_loss"] = self.architect.step(xb, yb, step + 1, cfg.accumulate)
+        if cfg.compile:
+            fields.update(self.compile_report(step + 1))
         return {**fields, "images": xa.shape[0]}
+
+    def compile_report(self, step: int) -> dict:
+        """After a step that compiled new graphs: a "compile: N graphs, X s" line and the
+        metrics fields compile_graphs / compile_s (totals so far in this process: compile time
+        is not in the step's images_per_s alone). Nothing after other steps."""
+        graphs, seconds = compile_stats()
+        if graphs == self.compiled_graphs:
+            return {}
+        self.compiled_graphs, seconds = graphs, round(seconds, 2)
+        if dist.is_main_process():
+            tqdm.write(f"compile: {graphs} graphs, {seconds:.1f} s (by step {step})")
+        return {"compile_graphs": graphs, "compile_s": seconds}
 
     def entropy_regularizer(self):
         """Collapse guard arch_entropy_weight: λ · mean normalised entropy of softmax(α),
