@@ -106,7 +106,7 @@ class TrellisNode(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """The cell's inputs: H^{l-2} reduced (N, C, H, W), each path's H^{l-1} transition
         (P of them, (N, C, H, W)) and the paths' β (P,). The region around the cell:
-        fastadl/nn/compile.py replaces it per node by a compiled one."""
+        under --compile its ReLUConvBN transitions run compiled (fastadl/nn/compile.py)."""
         s0 = self.pre_prev_prev(prev_prev[self.pp_level])
         s1s = []
         for src, d in self.paths:
