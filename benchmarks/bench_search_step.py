@@ -72,7 +72,6 @@ class Iteration:
             compile_regions(self.model)
         precision = Precision("off", torch.device(device).type)
         arch = self.model.arch_parameters()
-        self.weights = self.model.weight_parameters()
         self.w_opt = search_weight_optimizer(  # the search's own
             self.model, False, lr=0.025, momentum=0.9, weight_decay=3e-4
         )

@@ -108,7 +108,6 @@ class Search:
         ).to(device)
         self.precision = Precision(cfg.amp, device.type)
         self.arch_params = self.model.arch_parameters()
-        self.weight_params = self.model.weight_parameters()
         # one flat buffer for the ~11k weight tensors: clipping, SGD and zeroing are a few
         # calls instead of loops over every tensor, and the cells read their stacked weights
         # from it without copies (fastadl/engine/flat_sgd.py)

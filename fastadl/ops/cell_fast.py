@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fastadl.ops.cell_function import CellFunction, cell_threads
+from fastadl.ops.cell_function import CellFunction
 from fastadl.ops.cell_plan import (
     batch_mode,
     cached_cell_plan,
@@ -25,6 +25,7 @@ from fastadl.ops.cell_plan import (
     update_running_stats,
 )
 from fastadl.ops.cell_weights import bound_stacked_weights
+from fastadl.ops.small_work import threads_for
 
 CELL_BACKENDS = ("fused", "auto")  # edge backends whose cells take the cell-level path
 
@@ -75,7 +76,7 @@ def fast_cell(
     args = [s0, betas, weights, *s1s, *params]
     args = [a if a is None or a.dtype == dtype else a.to(dtype) for a in args]
     P = len(s1s)
-    with torch.autocast(s0.device.type, enabled=False), cell_threads(s0):
+    with torch.autocast(s0.device.type, enabled=False), threads_for(s0.numel(), s0.device):
         out, means, variances = CellFunction.apply(
             plan, P, rstats, all(e.recompute for e in cell.edges), *args
         )

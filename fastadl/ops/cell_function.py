@@ -61,10 +61,10 @@ def _union_kernels(plan: CellPlan, dws: list[Tensor], runs) -> list[list[Tensor]
 
 
 def _group_weights(plan: CellPlan, stacked: list[Tensor], wa: Tensor, wf: Tensor, pws, hw):
-    """Per group, its GroupWeights: slices of the cell's stacked weights (pws: the stacked
-    pointwise weights of each stage, (J, E_all, C, C) and (S, E_all, C, C) or None) and the
-    union kernels of its conv runs on an hw = (H, W) map."""
-    J, S, C = plan.edge.J, plan.edge.S, plan.C
+    """Per group, its GroupWeights: slices of the cell's mixing and pointwise weights (pws:
+    each stage's stacked pointwise weights, (J, E_all, C, C) and (S, E_all, C, C) or None) and
+    the union kernels of its conv runs on an hw = (H, W) map."""
+    J, S = plan.edge.J, plan.edge.S
     dw1, dw2 = stacked[:J], stacked[2 * J : 2 * J + S]
     runs1, runs2 = stage_runs(plan.edge, *hw)
     wr1 = _union_kernels(plan, dw1, runs1) if J else [None] * len(plan.groups)
@@ -73,9 +73,9 @@ def _group_weights(plan: CellPlan, stacked: list[Tensor], wa: Tensor, wf: Tensor
     for g in plan.groups:
         lo, hi = g.offset, g.offset + g.size
         out.append(GroupWeights(
-            wa[:, lo:hi], wf[:, lo:hi], [w[lo * C : hi * C] for w in dw1],
-            None if pws[0] is None else pws[0][:, lo:hi], [w[lo * C : hi * C] for w in dw2],
-            None if pws[1] is None else pws[1][:, lo:hi], wr1[g.index], wr2[g.index],
+            wa[:, lo:hi], wf[:, lo:hi], wr1[g.index],
+            None if pws[0] is None else pws[0][:, lo:hi], wr2[g.index],
+            None if pws[1] is None else pws[1][:, lo:hi],
         ))  # fmt: skip
     return out
 
@@ -145,7 +145,7 @@ def cell_forward(plan: CellPlan, P: int, x0, x1, weights, betas, stacked, rstats
     return out, stats, (acc, inters, rows, [tuple(vars(gw).values()) for gw in gws])
 
 
-def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, batch, saved,
+def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, batch, saved,
                   needs: tuple[bool, bool, bool, bool, bool]):  # fmt: skip
     """Gradients of cell_forward. needs: (x0, x1, weights, betas, params). Returns
     (g0 (N,C,H,W), g1 (P·N,C,H,W), gweights (E_all, K), gbetas (P,), stacked-param grads)."""
@@ -205,11 +205,6 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, stacked, ba
     return as4(g0, N), as4(g1, P * N), gweights, gbetas, gstacked
 
 
-def cell_threads(s0: Tensor):
-    """The thread policy of one cell call with H^{l-2} = s0 (fastadl/ops/small_work.py)."""
-    return threads_for(s0.numel(), s0.device)
-
-
 class CellFunction(torch.autograd.Function):
     """apply(plan, P, rstats, recompute, s0, betas, weights, *s1 (P of them), *stacked) →
     (out, means, variances). stacked: cell_plan.stacked_weights (one tensor per weight kind);
@@ -227,6 +222,7 @@ class CellFunction(torch.autograd.Function):
             plan, P, x0, x1, weights, betas, stacked, rstats, not recompute
         )
         ctx.plan, ctx.P, ctx.rstats, ctx.recompute = plan, P, rstats, recompute
+        ctx.work = (x0.numel(), x0.device)  # the backward's thread rule (small_work.py)
         ctx.shapes = [p.shape for p in params]  # the stacked weights' own shapes
         # every intermediate goes through save_for_backward, so saved-tensor hooks (memory
         # accounting, CPU offloading) see all of it
@@ -243,7 +239,7 @@ class CellFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, g, _gm, _gv):
-        with cell_threads(ctx.saved_tensors[0]):
+        with threads_for(*ctx.work):
             return CellFunction._backward(ctx, g)
 
     @staticmethod
@@ -265,7 +261,7 @@ class CellFunction(torch.autograd.Function):
         need_p = any(nig[7 + P :])
         needs = (nig[4], any(nig[7 : 7 + P]), nig[6], nig[5], need_p)
         batch = ctx.rstats is None
-        g0, g1, gw, gb, gst = cell_backward(plan, P, g, x0, x1, weights, betas, stacked, batch,
+        g0, g1, gw, gb, gst = cell_backward(plan, P, g, x0, x1, weights, betas, batch,
                                             saved, needs)  # fmt: skip
         g1s = [None] * P if g1 is None else list(g1.split(x0.shape[0]))
         gparams = [None] * len(ctx.shapes)

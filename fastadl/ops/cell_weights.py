@@ -71,9 +71,9 @@ def bind_stacked_weights(model: nn.Module, flat: nn.Parameter) -> int:
             start = (kind[0].data_ptr() - base.data_ptr()) // size
             n = sum(p.numel() for p in kind)
             shape = (sum(p.shape[0] for p in kind), *kind[0].shape[1:])
-            contiguous = all(
-                p.data_ptr() == base.data_ptr() + (start + off) * size
-                for p, off in zip(kind, _offsets(kind), strict=True)
+            contiguous = all(  # each weight right after the one before it
+                q.data_ptr() == p.data_ptr() + p.numel() * size
+                for p, q in zip(kind[:-1], kind[1:], strict=True)
             )
             if start < 0 or start + n > base.numel() or not contiguous:
                 leaves = None
@@ -85,14 +85,6 @@ def bind_stacked_weights(model: nn.Module, flat: nn.Parameter) -> int:
             _BOUND[plan.conv_modules[0]] = leaves
             bound += 1
     return bound
-
-
-def _offsets(kind: list[Tensor]) -> list[int]:
-    out, off = [], 0
-    for p in kind:
-        out.append(off)
-        off += p.numel()
-    return out
 
 
 def bound_stacked_weights(plan: CellPlan) -> list[Tensor] | None:

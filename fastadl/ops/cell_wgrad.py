@@ -95,13 +95,7 @@ def cell_weight_grads(plan: CellPlan, P: int, shape, items) -> list[Tensor]:
     def gather(key: str) -> Tensor | None:
         parts = []
         for g, (x, inter, ops) in zip(plan.groups, items, strict=True):
-            t = (
-                _relu_repeated(x, g.size)
-                if key == "re"
-                else inter[key]
-                if key in inter
-                else ops[key]
-            )
+            t = _relu_repeated(x, g.size) if key == "re" else (inter if key in inter else ops)[key]
             if t is None:
                 return None
             parts.append(t)

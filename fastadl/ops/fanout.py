@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from fastadl.ops import fused_kernels as fk
-from fastadl.ops.conv_runs import plan_runs, run_forward, run_input_grad, run_weight
+from fastadl.ops.conv_runs import plan_runs, run_forward, run_input_grad
 from fastadl.ops.fused_function import EdgePlan
 
 # Below this many channels per edge MKL's batched GEMM is slow (K = N = 8 ran at ~1 GFLOP/s
@@ -137,17 +137,16 @@ class GroupWeights:
     """A group's weights as its fan-out reads them (slices of the cell's stacked weights).
 
     wa: (A, E) mixing weights of the pool/skip rows; wf: (J, E) of the final rows (single-stage
-    kinds, then second stages); dw1/dw2: per kind (E·C, 1, k, k) depthwise weights of the first
-    and second stages; pw1: (J, E, C, C), pw2: (S, E, C, C) pointwise weights (out, in)."""
+    kinds, then second stages); wr1/wr2: the first and second stages' depthwise weights as
+    each conv run's union kernel (conv_runs.run_weight), or None for a stage without convs;
+    pw1: (J, E, C, C), pw2: (S, E, C, C) pointwise weights (out, in)."""
 
     wa: Tensor
     wf: Tensor
-    dw1: list[Tensor]
+    wr1: list[Tensor] | None
     pw1: Tensor | None
-    dw2: list[Tensor]
+    wr2: list[Tensor] | None
     pw2: Tensor | None
-    wr1: list[Tensor] | None = None  # each stage's union kernels per run (conv_runs), when
-    wr2: list[Tensor] | None = None  # the caller built them for several groups at once
 
 
 def stage_runs(plan: EdgePlan, H: int, W: int):
@@ -211,7 +210,7 @@ def fanout_forward(
             return tuple(t[n_pool + lo * E : n_pool + (lo + n) * E].reshape(-1) for t in rstats)
 
         re = torch.clamp_min(x_cl.permute(0, 2, 3, 1).reshape(M, 1, C).expand(M, E, C), 0)
-        wr1 = gw.wr1 if gw.wr1 is not None else [run_weight(run, gw.dw1) for run in runs1]
+        wr1 = gw.wr1
         D1 = _dw_stage(re, wr1, runs1, PN, H, W, shared=True)  # (M, J, E, C)
         Z1 = x.new_empty(M, J, E, C)
         pointwise(D1, gw.pw1, Z1)
@@ -221,7 +220,7 @@ def fanout_forward(
         Y = D2 = Z2 = inv2 = wr2 = None
         if S:
             Y = torch.clamp_min(Z1[:, :S], 0)  # (M, S, E, C), the second convs' input
-            wr2 = gw.wr2 if gw.wr2 is not None else [run_weight(run, gw.dw2) for run in runs2]
+            wr2 = gw.wr2
             D2 = _dw_stage(Y, wr2, runs2, PN, H, W, shared=False)
             Z2 = x.new_empty(M, S, E, C)
             pointwise(D2, gw.pw2, Z2)
