@@ -12,12 +12,14 @@ setup(
     packages=[
         "fastadl",
         "fastadl.ops",
+        "fastadl.cpu_kernels",
         "fastadl.nn",
         "fastadl.data",
         "fastadl.engine",
         "fastadl.kernels",
         "fastadl.diagnostics",
     ],
+    package_data={"fastadl.cpu_kernels": ["*.cpp"]},  # built at first use (cpu_kernels/)
     install_requires=[
         "torch>=2.4",
         "triton>=3.0",

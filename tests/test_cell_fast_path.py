@@ -19,7 +19,7 @@ from torch import nn
 
 from fastadl import PRIMITIVES, SearchCell, SuperNet, convert_mixed_ops
 from fastadl.cell_topology import num_edges
-from fastadl.ops import cell_fast
+from fastadl.ops import cell_fast, conv_runs, dw_crop
 from fastadl.ops.cell_function import CellFunction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,8 +64,12 @@ def rel_errors(got, want) -> list[float]:
     ]
 
 
+@pytest.mark.parametrize("cpu_kernels", ["C++ kernels", "ATen only"])
 @pytest.mark.parametrize("B", [3, 5])
-def test_supernet_is_the_reference_function_in_float64(B):
+def test_supernet_is_the_reference_function_in_float64(B, cpu_kernels, monkeypatch):
+    if cpu_kernels == "ATen only":  # the depthwise convs' route without fastadl/cpu_kernels
+        monkeypatch.setattr(conv_runs, "NATIVE_MAX_PIXELS", 0)
+        monkeypatch.setattr(dw_crop, "NATIVE_WGRAD_MAX_PIXELS", 0)
     ref = trellis(B)
     fast = fast_copy(ref)
     x = torch.randn(2, 3, 19, 23, dtype=torch.float64)  # odd sizes: 10×12 … 2×3 maps

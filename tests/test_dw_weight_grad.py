@@ -1,5 +1,6 @@
 """fastadl/ops/dw_crop.py: the depthwise weight gradient equals autograd's on every path it
-takes (1×1 crops, shifted windows, swapped-axes convs, oneDNN), odd and tiny maps included."""
+takes (the C++ kernel; without it 1×1 crops, shifted windows, swapped-axes convs, oneDNN),
+odd and tiny maps included."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fastadl.ops.dw_crop as dw_crop
 from fastadl.ops.dw_crop import dw_weight_grad
 
 
+@pytest.mark.parametrize("route", ["native", "aten"])
 @pytest.mark.parametrize("H, W", [(1, 1), (2, 2), (1, 5), (3, 4), (4, 4), (7, 5), (16, 16)])
 @pytest.mark.parametrize("k, d", [(3, 1), (5, 1), (3, 2), (5, 2)])
-def test_depthwise_weight_grad_matches_autograd(H, W, k, d):
+def test_depthwise_weight_grad_matches_autograd(H, W, k, d, route, monkeypatch):
+    if route == "aten":
+        monkeypatch.setattr(dw_crop, "NATIVE_WGRAD_MAX_PIXELS", 0)
     gen = torch.Generator().manual_seed(H * 100 + W * 10 + k + d)
     G = 6
     # float64: the sums run in different orders; what is checked is which products are summed

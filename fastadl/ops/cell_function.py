@@ -18,13 +18,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.cell_wgrad import cell_weight_grads
 from fastadl.ops.conv_runs import run_weight
 from fastadl.ops.fanout import GroupWeights, fanout_backward, fanout_forward, stage_runs
 from fastadl.ops.fused_function import _index_tensors
+from fastadl.ops.saved_tree import pack, unpack
 from fastadl.ops.small_work import threads_for
 
 CL = torch.channels_last
@@ -226,11 +226,10 @@ class CellFunction(torch.autograd.Function):
         ctx.shapes = [p.shape for p in params]  # the stacked weights' own shapes
         # every intermediate goes through save_for_backward, so saved-tensor hooks (memory
         # accounting, CPU offloading) see all of it
-        leaves, ctx.spec = ([], None) if recompute else tree_flatten(saved)
-        ctx.tensor_at = [i for i, t in enumerate(leaves) if isinstance(t, Tensor)]
-        ctx.other_leaves = [None if isinstance(t, Tensor) else t for t in leaves]
+        tensors: list[Tensor] = []
+        ctx.spec = None if recompute else pack(saved, tensors)
         ctx.n_stacked = len(stacked)
-        ctx.save_for_backward(x0, x1, weights, betas, *stacked, *(leaves[i] for i in ctx.tensor_at))
+        ctx.save_for_backward(x0, x1, weights, betas, *stacked, *tensors)
         empty = x0.new_empty(0)
         means, variances = stats if stats is not None else (empty, empty)
         ctx.mark_non_differentiable(means, variances)
@@ -253,10 +252,7 @@ class CellFunction(torch.autograd.Function):
                     plan, P, x0, x1, weights, betas, stacked, ctx.rstats, True
                 )
         else:
-            leaves = list(ctx.other_leaves)
-            for i, t in zip(ctx.tensor_at, tensors, strict=True):
-                leaves[i] = t
-            saved = tree_unflatten(leaves, ctx.spec)
+            saved = unpack(ctx.spec, iter(tensors))
         nig = ctx.needs_input_grad
         need_p = any(nig[7 + P :])
         needs = (nig[4], any(nig[7 : 7 + P]), nig[6], nig[5], need_p)

@@ -21,9 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastadl.ops.dw_crop import reach
+from fastadl.ops.dw_native import dw_conv, native_ok
 
 MERGE_MAX_PIXELS = 256  # 16×16: above it the arithmetic, not the call count, sets the time
 MERGE_MAX_TAPS = 25
+# Up to this many pixels the C++ kernels (fastadl/ops/dw_native.py) run the depthwise convs;
+# above it oneDNN's vectorised kernels are faster than their fixed cost (docs/PERFORMANCE.md).
+NATIVE_MAX_PIXELS = 64
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ def run_forward(x: Tensor, w: Tensor, run: ConvRun) -> Tensor:
     """The run's depthwise conv of x (B, n·G, H, W) channels-last with its union kernel w."""
     if run.kh == run.kw == 1:  # only the centre tap reaches the map: a per-channel scale
         return x * w.view(1, -1, 1, 1)
+    if x.shape[2] * x.shape[3] <= NATIVE_MAX_PIXELS and native_ok(x):
+        return dw_conv(x, w, run.dilation)
     return F.conv2d(x, w, None, 1, run.pad, run.dilation, x.shape[1])
 
 
@@ -128,4 +134,6 @@ def run_input_grad(g: Tensor, w: Tensor, run: ConvRun) -> Tensor:
     """dL/dx of run_forward for dL/d out = g: the same conv with the kernel flipped."""
     if run.kh == run.kw == 1:
         return g * w.view(1, -1, 1, 1)
+    if g.shape[2] * g.shape[3] <= NATIVE_MAX_PIXELS and native_ok(g):
+        return dw_conv(g, w, run.dilation, flip=True)
     return F.conv2d(g, w.flip((-2, -1)), None, 1, run.pad, run.dilation, g.shape[1])

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastadl.agreement import agree, exact_fp32, outputs_and_grads
+from fastadl.cache import cache_root
 from fastadl.ops.primitives import PRIMITIVES
 from fastadl.ops.reference import OPS
 
@@ -62,10 +63,7 @@ def _key(device: torch.device) -> tuple[str, int]:
 
 def verdicts_path() -> Path:
     """Where verdicts persist across processes (see the module docstring)."""
-    root = os.environ.get("FASTADL_CACHE_DIR")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastadl"
-    return Path(root) / "triton_verdicts.json"
+    return cache_root() / "triton_verdicts.json"
 
 
 @functools.cache

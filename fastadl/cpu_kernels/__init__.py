@@ -1,0 +1,107 @@
+"""C++ kernels for the CPU cell path, built with the machine's C++ compiler at first use.
+
+On the small maps of a search most ATen calls cost what their dispatch costs (oneDNN's
+depthwise convs 30-100 µs each on 2²-8² maps); these loops cost what their arithmetic costs.
+They are plain C++ with a C ABI and no torch headers, called through ctypes on tensors'
+data pointers, so the build takes about a second: the library is built once per machine,
+source and compiler into ``cache_root()/cpu_kernels/<digest>/`` (fastadl/cache.py) and reused.
+
+``library()`` is None, and the callers keep their ATen path, when ``FASTADL_CPU_KERNELS=0``
+is set or no compiler is found or the build fails (then a warning says why, once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+from fastadl.cache import cache_root
+
+SOURCES = ("dwconv.cpp",)
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
+# Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
+# different machines gets one library per CPU.
+NATIVE_FLAGS = ("-march=native",)
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+SIGNATURES = {  # name: argument types (all return void)
+    "fastadl_dw_conv_{}": [_P, _P, _P, _P] + [_I] * 10 + [ctypes.c_int],
+    "fastadl_dw_wgrad_{}": [_P, _P, _P] + [_I] * 10,
+}
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() + platform.processor()
+    lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(lines)))
+
+
+def _build(cxx: str, out: Path) -> str | None:
+    """Compile the sources into ``out``; returns the compiler's complaint on failure."""
+    src = [str(Path(__file__).parent / s) for s in SOURCES]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # build under a temporary name and rename: concurrent processes (pytest -n, DDP ranks)
+    # never load a half-written library
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    err = ""
+    for flags in (FLAGS + NATIVE_FLAGS, FLAGS):
+        r = subprocess.run([cxx, *flags, *src, "-o", tmp], capture_output=True, text=True)
+        if r.returncode == 0:
+            os.replace(tmp, out)
+            return None
+        err = r.stderr.strip().splitlines()[-1:] or [f"exit code {r.returncode}"]
+        err = err[0]
+    os.unlink(tmp)
+    return err
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    for pattern, argtypes in SIGNATURES.items():
+        for suffix in ("f32", "f64"):
+            fn = getattr(lib, pattern.format(suffix))
+            fn.argtypes, fn.restype = argtypes, None
+    return lib
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded library, or None (see the module docstring)."""
+    if os.environ.get("FASTADL_CPU_KERNELS", "1") == "0":
+        return None
+    cxx = _compiler()
+    if cxx is None:
+        warnings.warn("fastadl: no C++ compiler found (set CXX); the CPU cell path uses ATen "
+                      "for its depthwise convs", stacklevel=2)  # fmt: skip
+        return None
+    digest = hashlib.sha256()
+    for part in (*SOURCES, cxx, *FLAGS, *NATIVE_FLAGS, _cpu_signature()):
+        digest.update(part.encode())
+    for s in SOURCES:
+        digest.update((Path(__file__).parent / s).read_bytes())
+    path = cache_root() / "cpu_kernels" / digest.hexdigest()[:16] / "libfastadl_cpu.so"
+    if not path.exists():
+        err = _build(cxx, path)
+        if err is not None:
+            warnings.warn(f"fastadl: building the CPU kernels with {cxx} failed ({err}); the "
+                          "CPU cell path uses ATen for its depthwise convs", stacklevel=2)  # fmt: skip
+            return None
+    return _bind(ctypes.CDLL(str(path)))

@@ -1,0 +1,86 @@
+"""fastadl/cpu_kernels + fastadl/ops/dw_native.py: the C++ depthwise convs equal ATen's (forward,
+input gradient, weight gradient; float32 and float64; odd maps, rectangular and cropped
+kernels, dilations, an input repeated along channels), and a missing or broken compiler
+leaves the ATen path in charge with a warning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastadl.cpu_kernels as cpu_kernels
+from fastadl.ops.dw_native import dw_conv, dw_weight_grad, native_ok
+
+CL = torch.channels_last
+SHAPES = [  # B, Cx, R (repeats), H, W, kh, kw, dilation
+    (3, 5, 1, 7, 6, 3, 3, 1),
+    (2, 4, 3, 5, 3, 5, 5, 2),
+    (1, 7, 2, 2, 3, 5, 3, 1),
+    (2, 17, 1, 9, 9, 5, 5, 2),  # 17 channels: one full vector block and a tail (float32)
+    (2, 3, 1, 1, 1, 3, 3, 1),
+    (2, 40, 2, 4, 4, 3, 5, 1),
+]
+
+
+@pytest.fixture(autouse=True)
+def _need_kernels():
+    if not native_ok(torch.zeros(1)):
+        pytest.skip("the C++ kernels did not build on this machine (see the warning)")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B, Cx, R, H, W, kh, kw, d", SHAPES)
+def test_depthwise_conv_and_gradients_match_aten(B, Cx, R, H, W, kh, kw, d, dtype):
+    gen = torch.Generator().manual_seed(B + Cx + H * W + kh * kw + d)
+    G = R * Cx
+    x = torch.randn(B, Cx, H, W, generator=gen, dtype=dtype).contiguous(memory_format=CL)
+    big = torch.randn(G, 1, kh + 2, kw + 4, generator=gen, dtype=dtype)
+    w = big[..., 1 : 1 + kh, 2 : 2 + kw]  # a strided slice, as the union kernels are
+    pad = ((kh - 1) // 2 * d, (kw - 1) // 2 * d)
+    xr = x.repeat(1, R, 1, 1).requires_grad_(True)
+    wr = w.detach().clone().requires_grad_(True)
+    expected = F.conv2d(xr, wr, None, 1, pad, d, G)
+    out = dw_conv(x, w, d)
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out, expected)
+    g = torch.randn(expected.shape, generator=gen, dtype=dtype).contiguous(memory_format=CL)
+    gx, gw = torch.autograd.grad(expected, (xr, wr), g)
+    torch.testing.assert_close(dw_conv(g, w, d, flip=True).view(B, R, Cx, H, W).sum(1),
+                               gx.view(B, R, Cx, H, W).sum(1))  # fmt: skip
+    if kh == kw:
+        torch.testing.assert_close(dw_weight_grad(g, x, kh, d), gw)
+
+
+def test_channel_count_must_divide():
+    x = torch.randn(1, 3, 4, 4).contiguous(memory_format=CL)
+    with pytest.raises(ValueError, match="multiple of input channels 3"):
+        dw_conv(x, torch.randn(4, 1, 3, 3), 1)
+
+
+def _fresh_library(monkeypatch, tmp_path, **env):
+    monkeypatch.setenv("FASTADL_CACHE_DIR", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cpu_kernels.library.cache_clear()
+    try:
+        return cpu_kernels.library()
+    finally:
+        cpu_kernels.library.cache_clear()
+
+
+def test_switched_off_by_environment(monkeypatch, tmp_path):
+    assert _fresh_library(monkeypatch, tmp_path, FASTADL_CPU_KERNELS="0") is None
+
+
+def test_broken_compiler_warns_and_falls_back(monkeypatch, tmp_path):
+    with pytest.warns(UserWarning, match="building the CPU kernels with .*false failed"):
+        assert _fresh_library(monkeypatch, tmp_path, CXX="false") is None
+
+
+def test_built_once_into_the_cache(monkeypatch, tmp_path):
+    assert _fresh_library(monkeypatch, tmp_path) is not None
+    (built,) = tmp_path.glob("cpu_kernels/*/libfastadl_cpu.so")
+    stamp = built.stat().st_mtime_ns
+    assert _fresh_library(monkeypatch, tmp_path) is not None
+    assert built.stat().st_mtime_ns == stamp  # loaded, not rebuilt
