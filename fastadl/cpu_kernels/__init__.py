@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fastadl.cache import cache_root
 
-SOURCES = ("dwconv.cpp",)
+SOURCES = ("dwconv.cpp", "bn_rows.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
 # different machines gets one library per CPU.
@@ -35,6 +35,10 @@ _P, _I = ctypes.c_void_p, ctypes.c_int64
 SIGNATURES = {  # name: argument types (all return void)
     "fastadl_dw_conv_{}": [_P, _P, _P, _P] + [_I] * 10 + [ctypes.c_int],
     "fastadl_dw_wgrad_{}": [_P, _P, _P] + [_I] * 10,
+    "fastadl_bn_forward_{}": [_P] * 5 + [_I] * 5 + [ctypes.c_double],
+    "fastadl_mix_rows_{}": [_P] * 5 + [_I] * 5 + [ctypes.c_int],
+    "fastadl_bn_backward_{}": [_P] * 13 + [_I] * 5,
+    "fastadl_mix_backward_{}": [_P] * 6 + [_I] * 4,
 }
 
 

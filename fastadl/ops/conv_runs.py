@@ -122,12 +122,19 @@ def run_weight(run: ConvRun, ws: list[Tensor]) -> Tensor:
 
 
 def run_forward(x: Tensor, w: Tensor, run: ConvRun) -> Tensor:
-    """The run's depthwise conv of x (B, n·G, H, W) channels-last with its union kernel w."""
+    """The run's depthwise conv with its union kernel w (K, 1, kh, kw) of x (B, Cx, H, W)
+    channels-last, K = R·Cx: channel k reads x's channel k mod Cx (x repeated R times, as
+    when every kind and edge of a stage reads the same state) → (B, K, H, W) channels-last."""
+    B, Cx, H, W = x.shape
+    K = w.shape[0]
+    if H * W <= NATIVE_MAX_PIXELS and native_ok(x) and run.kh * run.kw > 1:
+        return dw_conv(x, w, run.dilation)  # reads the repeats in place
+    if Cx != K:
+        rows = x.permute(0, 2, 3, 1).unsqueeze(3).expand(B, H, W, K // Cx, Cx)
+        x = rows.reshape(B, H, W, K).permute(0, 3, 1, 2)
     if run.kh == run.kw == 1:  # only the centre tap reaches the map: a per-channel scale
         return x * w.view(1, -1, 1, 1)
-    if x.shape[2] * x.shape[3] <= NATIVE_MAX_PIXELS and native_ok(x):
-        return dw_conv(x, w, run.dilation)
-    return F.conv2d(x, w, None, 1, run.pad, run.dilation, x.shape[1])
+    return F.conv2d(x, w, None, 1, run.pad, run.dilation, K)
 
 
 def run_input_grad(g: Tensor, w: Tensor, run: ConvRun) -> Tensor:

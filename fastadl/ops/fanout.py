@@ -39,6 +39,7 @@ from torch import Tensor
 
 from fastadl.ops import fused_kernels as fk
 from fastadl.ops.conv_runs import plan_runs, run_forward, run_input_grad
+from fastadl.ops.fanout_rows import bn_backward, bn_forward_, mix_backward, mix_rows
 from fastadl.ops.fused_function import EdgePlan
 
 # Below this many channels per edge MKL's batched GEMM is slow (K = N = 8 ran at ~1 GFLOP/s
@@ -50,21 +51,6 @@ BLOCK_DIAGONAL_BELOW = 16
 def _as4(t: Tensor, PN: int, H: int, W: int) -> Tensor:
     """(M, ...) memory → the (P·N, K, H, W) channels-last tensor it is."""
     return t.view(PN, H, W, -1).permute(0, 3, 1, 2)
-
-
-def _normalize_(z: Tensor, dim: int, eps: float, running: tuple[Tensor, Tensor] | None):
-    """z ← (z - μ) ι in place, statistics over ``dim``. running: (mean, var) broadcastable
-    against z, or None for batch statistics. Returns (mean, biased var, ι)."""
-    if running is None:  # two-pass: the variance of the centred values (torch.var_mean is
-        mean = z.mean(dim, keepdim=True)  # 20-50x slower on these shapes)
-        z.sub_(mean)
-        var = (z * z).mean(dim, keepdim=True)
-    else:
-        mean, var = running
-        z.sub_(mean)
-    inv = (var + eps).rsqrt_()
-    z.mul_(inv)
-    return mean, var, inv
 
 
 def _block_diagonal(pw: Tensor, transpose: bool) -> Tensor:
@@ -107,18 +93,17 @@ def pointwise_input_grad(gz: Tensor, pw: Tensor) -> Tensor:
 
 
 def _dw_stage(x: Tensor, wr: list[Tensor], runs, PN: int, H: int, W: int, shared: bool) -> Tensor:
-    """One stage's depthwise convs → (M, n_kinds, E, C). x: (M, E, C) when ``shared`` (the same
-    input, ReLU(state) repeated, for every kind) else (M, n_kinds, E, C), one input per kind;
+    """One stage's depthwise convs → (M, n_kinds, E, C). x: when ``shared``, the (P·N, C, H, W)
+    channels-last input that every kind and edge reads (each conv reads it repeated along
+    channels, conv_runs.run_forward), else (M, n_kinds, E, C), one input per kind and edge;
     wr: each run's union kernel (conv_runs.run_weight)."""
-    outs, M = [], x.shape[0]
+    outs = []
+    C = x.shape[1] if shared else x.shape[-1]
     for run, w in zip(runs, wr, strict=True):
-        if shared:
-            xin = x if run.size == 1 else x.unsqueeze(1).expand(M, run.size, *x.shape[1:])
-        else:
-            xin = x[:, run.lo : run.hi]
-        xin = xin.contiguous().view(M, -1)
-        d = run_forward(_as4(xin, PN, H, W), w, run)
-        outs.append(d.permute(0, 2, 3, 1).reshape(M, run.size, *x.shape[-2:]))
+        K = w.shape[0]  # run.size·E·C
+        xin = x if shared else _as4(x[:, run.lo : run.hi].contiguous().view(-1, K), PN, H, W)
+        d = run_forward(xin, w, run)
+        outs.append(d.permute(0, 2, 3, 1).reshape(PN * H * W, run.size, -1, C))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
@@ -156,6 +141,19 @@ def stage_runs(plan: EdgePlan, H: int, W: int):
     return first, second
 
 
+def _normalize(z: Tensor, eps: float, running: tuple[Tensor, Tensor] | None):
+    """z (P, Q, n, E, C) ← (z - μ) ι in place over Q. running: (mean, var) each (n, E, C)-
+    broadcastable, or None for batch statistics. Returns (mean, biased var, ι), each
+    (P, n, E, C) (batch) or (1, n, E, C) (running)."""
+    if running is None:
+        return bn_forward_(z, eps)
+    n, E, C = z.shape[2:]
+    mean, var = (t.view(1, n, -1, C).expand(1, n, E, C) for t in running)
+    inv = (var + eps).rsqrt()
+    z.sub_(mean.unsqueeze(1)).mul_(inv.unsqueeze(1))
+    return mean, var, inv
+
+
 def fanout_forward(
     x: Tensor,
     P: int,
@@ -181,21 +179,22 @@ def fanout_forward(
     Q = M // P
     n_pool, J, S, A = plan.P, plan.J, plan.S, plan.A
     batch = rstats is None
-    means, variances, inter = [], [], {}
-    out = None
+    stats, inter = [], {}  # stats: (mean, var) per BatchNorm'd block of rows, (P, n, E|1, C)
+    out = x.new_empty(M, E, C)
+    out4 = out.view(P, Q, E, C)
+    written = False
 
     if A:  # pools, then x: each row shared by the E edges, weighted per edge
         Ab, x_cl, pool_idx = fk.pool_rows(x, plan.pool_kinds, bool(plan.skip))
         Am = Ab.permute(0, 2, 3, 1).reshape(A, M, C)
+        rows = Am.view(A, P, Q, 1, C).permute(1, 2, 0, 3, 4)  # (P, Q, A, 1, C)
         if n_pool:
-            run = None if batch else tuple(t[:n_pool].view(n_pool, 1, 1, C) for t in rstats)
-            mean, var, inv = _normalize_(Am[:n_pool].view(n_pool, P, Q, C), 2, eps, run)
-            means.append(mean)  # (n_pool, P, 1, C)
-            variances.append(var)
-            inter["inv_pool"] = inv
-        out = Am[0].view(M, 1, C) * gw.wa[0].view(1, E, 1)
-        for a in range(1, A):
-            out.addcmul_(Am[a].view(M, 1, C), gw.wa[a].view(1, E, 1))
+            run = None if batch else tuple(t[:n_pool].view(n_pool, 1, C) for t in rstats)
+            mean, var, inv = _normalize(rows[:, :, :n_pool], eps, run)
+            stats.append((mean, var))
+            inter["inv_pool"] = inv  # (P|1, n_pool, 1, C)
+        mix_rows(out4, rows.expand(P, Q, A, E, C), gw.wa, accumulate=False)
+        written = True
         inter.update(Ab=Ab, pool_idx=pool_idx)
     else:
         x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -204,19 +203,19 @@ def fanout_forward(
     if J:
         runs1, runs2 = stage_runs(plan, H, W)
 
-        def running(lo: int, n: int):  # rows lo..lo+n·E of the conv statistics, flattened
+        def running(lo: int, n: int):  # rows lo..lo+n of the conv statistics, (n, E, C)
             if batch:
                 return None
-            return tuple(t[n_pool + lo * E : n_pool + (lo + n) * E].reshape(-1) for t in rstats)
+            return tuple(t[n_pool + lo * E : n_pool + (lo + n) * E].view(n, E, C) for t in rstats)
 
-        re = torch.clamp_min(x_cl.permute(0, 2, 3, 1).reshape(M, 1, C).expand(M, E, C), 0)
+        re = torch.clamp_min(x_cl, 0)  # ReLU(x) once; every kind and edge reads it
         wr1 = gw.wr1
         D1 = _dw_stage(re, wr1, runs1, PN, H, W, shared=True)  # (M, J, E, C)
         Z1 = x.new_empty(M, J, E, C)
         pointwise(D1, gw.pw1, Z1)
-        mean, var, inv1 = _normalize_(Z1.view(P, Q, -1), 1, eps, running(0, J))
-        means.append(mean)  # (P, 1, J·E·C)
-        variances.append(var)
+        Z1v = Z1.view(P, Q, J, E, C)
+        mean, var, inv1 = _normalize(Z1v, eps, running(0, J))
+        stats.append((mean, var))
         Y = D2 = Z2 = inv2 = wr2 = None
         if S:
             Y = torch.clamp_min(Z1[:, :S], 0)  # (M, S, E, C), the second convs' input
@@ -224,30 +223,27 @@ def fanout_forward(
             D2 = _dw_stage(Y, wr2, runs2, PN, H, W, shared=False)
             Z2 = x.new_empty(M, S, E, C)
             pointwise(D2, gw.pw2, Z2)
-            mean, var, inv2 = _normalize_(Z2.view(P, Q, -1), 1, eps, running(J, S))
-            means.append(mean)
-            variances.append(var)
+            mean, var, inv2 = _normalize(Z2.view(P, Q, S, E, C), eps, running(J, S))
+            stats.append((mean, var))
         # out[:, e] += Σ_f w[e, f] xhat_f[:, e] over the final rows
-        for f in range(J):
-            xf = Z1[:, S + f] if f < J - S else Z2[:, f - (J - S)]
-            if out is None:
-                out = xf * gw.wf[f].view(1, E, 1)
-            else:
-                out.addcmul_(xf, gw.wf[f].view(1, E, 1))
+        n1 = J - S
+        if n1:
+            mix_rows(out4, Z1v[:, :, S:], gw.wf[:n1], accumulate=written)
+            written = True
+        if S:
+            mix_rows(out4, Z2.view(P, Q, S, E, C), gw.wf[n1:], accumulate=written)
+            written = True
         inter.update(D1=D1, Z1=Z1, Y=Y, D2=D2, Z2=Z2, inv1=inv1, inv2=inv2, wr1=wr1, wr2=wr2)
-    if out is None:
-        out = x.new_zeros(M, E, C)
+    if not written:
+        out.zero_()
 
     if batch and stats_out is not None:
-        for buf, ts in zip(stats_out, (means, variances), strict=True):
-            Pc = buf.shape[0]
-            if n_pool:  # (n_pool, P, 1, C) → rows (pool, edge)
-                buf[:, : n_pool * E].view(Pc, n_pool, E, C).copy_(ts[0].transpose(0, 1))
-            lo = n_pool * E
-            for t in ts[bool(n_pool) :]:  # (P, 1, rows·E·C) → rows (kind, edge)
-                n = t.shape[-1] // C
-                buf[:, lo : lo + n].view(Pc, 1, n * C).copy_(t)
-                lo += n
+        for i, buf in enumerate(stats_out):
+            Pc, lo = buf.shape[0], 0
+            for st in stats:  # (P, n, E|1, C) → rows (kind, edge), broadcast over edges/paths
+                n = st[i].shape[1]
+                buf[:, lo : lo + n * E].view(Pc, n, E, C).copy_(st[i])
+                lo += n * E
     return out, (inter if want_inter else None)
 
 
@@ -280,19 +276,21 @@ def fanout_backward(
 
     if A:
         Am = inter["Ab"].permute(0, 2, 3, 1).reshape(A, M, C)
-        if need_w:  # Σ_{m,c} g[m, e, c] A[a, m, c]
-            ga = (g.unsqueeze(0) * Am.unsqueeze(2)).sum((1, 3))  # (A, E)
+        gA = None
+        if (
+            need_x or need_w
+        ):  # gA[a] = Σ_e g[:, e] wa[a, e]; ga[a, e] = Σ_{m,c} g[m, e, c] A[a, m, c]
+            gA, ga = mix_backward(g.contiguous(), Am, gw.wa, need_w)
         if need_x:
-            gA = (g.unsqueeze(0) * gw.wa.view(A, 1, E, 1)).sum(2)  # (A, M, C)
             if plan.skip:
                 gx = gA[n_pool]
             if n_pool:
-                gp = gA[:n_pool].view(n_pool, P, Q, C)  # in place below
+                gp = gA[:n_pool].view(n_pool, P, Q, 1, C).permute(1, 2, 0, 3, 4)  # in place
                 if batch:
-                    xh = Am[:n_pool].view(n_pool, P, Q, C)
-                    gxh = (gp * xh).mean(2, keepdim=True)
-                    gp.sub_(gp.mean(2, keepdim=True)).sub_(xh * gxh)
-                gp.mul_(inter["inv_pool"])
+                    xh = Am[:n_pool].view(n_pool, P, Q, 1, C).permute(1, 2, 0, 3, 4)
+                    bn_backward(gp, xh, inter["inv_pool"], gp)
+                else:
+                    gp.mul_(inter["inv_pool"].unsqueeze(1))
                 maxes = iter(inter["pool_idx"])
                 gps = gA[:n_pool].view(n_pool, PN, H, W, C).permute(0, 1, 4, 2, 3)
                 for kind, gk in zip(plan.pool_kinds, gps, strict=True):
@@ -309,42 +307,46 @@ def fanout_backward(
         Z1, Y, Z2 = inter["Z1"], inter["Y"], inter["Z2"]
         n1 = J - S
         wf = gw.wf  # (J, E)
-        gq = g5.unsqueeze(2)  # (P, Q, 1, E, C)
         Z1v = Z1.view(P, Q, J, E, C)
-        gxh1 = (Z1v[:, :, S:] * gq).sum(1, keepdim=True)  # (P, 1, n1, E, C): Σ_Q g·xhat
-        gxh2 = (Z2.view(P, Q, S, E, C) * gq).sum(1, keepdim=True) if S else None
-        if need_w:
-            parts = ([gxh1.sum((0, 1, 4))] if n1 else []) + ([gxh2.sum((0, 1, 4))] if S else [])
-            gf = torch.cat(parts) if len(parts) > 1 else parts[0]  # (J, E)
+        Z2v = Z2.view(P, Q, S, E, C) if S else None
+        inv1, inv2 = inter["inv1"], inter["inv2"]  # (P|1, rows, E, C)
         if not need_chain:
+            if need_w:  # Σ g·x̂ per final row and edge
+                gq = g5.unsqueeze(2)
+                parts = [(Z1v[:, :, S:] * gq).sum((0, 1, 4))] if n1 else []
+                parts += [(Z2v * gq).sum((0, 1, 4))] if S else []
+                gf = torch.cat(parts)
             return None, (ga, gf) if need_w else None, None
-        # dL/dz of the final rows: w ι (g - mean g - xhat mean(g·xhat)); ι: (P|1, 1, rows, E, C)
-        gc = gq - g5.mean(1, keepdim=True).unsqueeze(2) if batch else gq
-        inv1 = inter["inv1"].view(-1, 1, J, E, C)
+        # dL/dz of the final rows: w ι (g - mean g - x̂ mean(g·x̂)), g shared by the rows
         gz1 = x.new_empty(M, J, E, C)
         gz1v = gz1.view(P, Q, J, E, C)
-        if n1:
-            a1 = wf[:n1].view(1, 1, n1, E, 1) * inv1[:, :, S:]
-            torch.mul(gc, a1, out=gz1v[:, :, S:])
+        gq = g5.unsqueeze(2)
+        parts = []
+
+        def final_rows(xh, inv, w, gz):
+            n = xh.shape[2]
             if batch:
-                gz1v[:, :, S:].addcmul_(Z1v[:, :, S:], a1 * gxh1, value=-1.0 / Q)
+                return bn_backward(gq.expand(P, Q, n, E, C), xh, inv, gz, w, want_gsum=need_w)
+            torch.mul(gq, (inv * w.view(1, n, E, 1)).unsqueeze(1), out=gz)
+            return (xh * gq).sum((0, 1, 4)) if need_w else None
+
+        if n1:
+            parts.append(final_rows(Z1v[:, :, S:], inv1[:, S:], wf[:n1], gz1v[:, :, S:]))
         gz2 = gd2 = None
         if S:
-            a2 = wf[n1:].view(1, 1, S, E, 1) * inter["inv2"].view(-1, 1, S, E, C)
-            gz2 = torch.mul(gc, a2, out=x.new_empty(P, Q, S, E, C))
-            if batch:
-                gz2.addcmul_(Z2.view(P, Q, S, E, C), a2 * gxh2, value=-1.0 / Q)
-            gz2 = gz2.view(M, S, E, C)
+            gz2 = x.new_empty(M, S, E, C)
+            parts.append(final_rows(Z2v, inv2, wf[n1:], gz2.view(P, Q, S, E, C)))
             gd2 = pointwise_input_grad(gz2, gw.pw2)
             gy = _dw_stage_input_grad(gd2, inter["wr2"], runs2, PN, H, W)  # (M, S, E, C)
-            gy = fk.relu_grad_to(gy, Y, gy).view(P, Q, S, E, C)
-            i1 = inv1[:, :, :S]  # BN of the sep first stages, upstream gradient gy
-            if batch:
-                b2 = (gy * Y.view(P, Q, S, E, C)).mean(1, keepdim=True)
-                torch.mul(gy - gy.mean(1, keepdim=True), i1, out=gz1v[:, :, :S])
-                gz1v[:, :, :S].addcmul_(Z1v[:, :, :S], i1 * b2, value=-1.0)
+            gyv = gy.view(P, Q, S, E, C)
+            if batch:  # BN of the sep first stages with ReLU after it, upstream gradient gy
+                bn_backward(gyv, Z1v[:, :, :S], inv1[:, :S], gz1v[:, :, :S],
+                            mask=Y.view(P, Q, S, E, C))  # fmt: skip
             else:
-                torch.mul(gy, i1, out=gz1v[:, :, :S])
+                gy = fk.relu_grad_to(gy, Y, gy).view(P, Q, S, E, C)
+                torch.mul(gy, inv1[:, :S].unsqueeze(1), out=gz1v[:, :, :S])
+        if need_w:
+            gf = torch.cat(parts) if len(parts) > 1 else parts[0]  # (J, E)
         gd1 = pointwise_input_grad(gz1, gw.pw1)  # (M, J, E, C)
         if need_x:
             gr = _dw_stage_input_grad(gd1, inter["wr1"], runs1, PN, H, W)  # per kind and edge

@@ -1,0 +1,146 @@
+"""A fan-out group's BatchNorm and mixing work (fastadl/ops/fanout.py), each a single pass.
+
+On CPU tensors the C++ kernels (fastadl/cpu_kernels/bn_rows.cpp) do it where they are built;
+otherwise (CUDA, no compiler) the same formulas run as ATen calls (the ``_aten`` twins).
+
+Operands are views of shape (P, Q, n, E, C): path, position within a path, row (a BatchNorm'd
+branch kind), edge, channel; any strides for the first four axes (0 broadcasts), channels
+contiguous. The kernels read the strides, so the callers' layouts need no copies. Statistics
+are batch statistics over Q (biased variance); the kernels accumulate them in double.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from fastadl.cpu_kernels import library
+from fastadl.ops.dw_native import native_ok
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_S4 = ctypes.c_int64 * 4
+_S2 = ctypes.c_int64 * 2
+
+
+def _fn(name: str, t: Tensor):
+    return getattr(library(), f"fastadl_{name}_{_SUFFIX[t.dtype]}")
+
+
+def _rows(t: Tensor):
+    """The strides of a (P, Q, n, E, C) view with contiguous channels."""
+    if t.dim() != 5 or (t.stride(4) != 1 and t.shape[4] > 1):
+        raise ValueError(f"expected a (P, Q, n, E, C) view with contiguous C, got {t.shape}")
+    return _S4(*t.stride()[:4])
+
+
+def _w(w: Tensor):
+    return _S2(*w.stride())
+
+
+def _bn_forward_native(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """bn_forward_ by the C++ kernel."""
+    P, Q, n, E, C = z.shape
+    mean, var, inv = (z.new_empty(P, n, E, C) for _ in range(3))
+    _fn("bn_forward", z)(z.data_ptr(), _rows(z), mean.data_ptr(), var.data_ptr(), inv.data_ptr(),
+                         P, Q, n, E, C, eps)  # fmt: skip
+    return mean, var, inv
+
+
+def _mix_rows_native(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> None:
+    """mix_rows by the C++ kernel."""
+    P, Q, n, E, C = x.shape
+    if not out.is_contiguous() or out.shape != (P, Q, E, C):
+        raise ValueError(f"out must be a contiguous {(P, Q, E, C)}, got {tuple(out.shape)}")
+    _fn("mix_rows", x)(out.data_ptr(), x.data_ptr(), _rows(x), w.data_ptr(), _w(w), P, Q, n, E, C,
+                       int(accumulate))  # fmt: skip
+
+
+def _bn_backward_native(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Tensor | None = None,
+                mask: Tensor | None = None, want_gsum: bool = False) -> Tensor | None:  # fmt: skip
+    """bn_backward by the C++ kernel."""
+    P, Q, n, E, C = xhat.shape
+    gsum = xhat.new_empty(n, E) if want_gsum else None
+    _fn("bn_backward", xhat)(
+        g.data_ptr(), _rows(g), None if mask is None else mask.data_ptr(),
+        None if mask is None else _rows(mask), xhat.data_ptr(), _rows(xhat), inv.data_ptr(),
+        _S4(*inv.stride()[:3], 0), None if w is None else w.data_ptr(),
+        None if w is None else _w(w), gz.data_ptr(), _rows(gz),
+        None if gsum is None else gsum.data_ptr(), P, Q, n, E, C,
+    )  # fmt: skip
+    return gsum
+
+
+def _mix_backward_native(
+    g: Tensor, x: Tensor, w: Tensor, want_gw: bool
+) -> tuple[Tensor, Tensor | None]:
+    """mix_backward by the C++ kernel."""
+    n, M, C = x.shape
+    E = g.shape[1]
+    if not (x.is_contiguous() and g.is_contiguous()):
+        raise ValueError("mix_backward needs contiguous x and g")
+    gx = x.new_empty(n, M, C)
+    gw = x.new_empty(n, E) if want_gw else None
+    _fn("mix_backward", x)(g.data_ptr(), x.data_ptr(), w.data_ptr(), _w(w), gx.data_ptr(),
+                           None if gw is None else gw.data_ptr(), n, M, E, C)  # fmt: skip
+    return gx, gw
+
+
+def _bn_forward_aten(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    mean = z.mean(1)
+    z.sub_(mean.unsqueeze(1))
+    var = (z * z).mean(1)
+    inv = (var + eps).rsqrt_()
+    z.mul_(inv.unsqueeze(1))
+    return mean, var, inv
+
+
+def _mix_rows_aten(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> None:
+    n, E = w.shape
+    s = (x * w.view(1, 1, n, E, 1)).sum(2)
+    out.add_(s) if accumulate else out.copy_(s)
+
+
+def _bn_backward_aten(g, xhat, inv, gz, w=None, mask=None, want_gsum=False):
+    Q, n, E = xhat.shape[1], xhat.shape[2], xhat.shape[3]
+    if mask is not None:
+        g = g * (mask > 0)
+    s = (g * xhat).sum(1)  # (P, n, E, C)
+    a = inv if w is None else inv * w.view(1, n, E, 1)
+    gz.copy_(a.unsqueeze(1) * (g - g.mean(1, keepdim=True)) - (a * s / Q).unsqueeze(1) * xhat)
+    return s.sum((0, 3)) if want_gsum else None
+
+
+def _mix_backward_aten(g, x, w, want_gw):
+    n, E = w.shape
+    gx = (g.unsqueeze(0) * w.view(n, 1, E, 1)).sum(2)
+    gw = (g.unsqueeze(0) * x.unsqueeze(2)).sum((1, 3)) if want_gw else None
+    return gx, gw
+
+
+def bn_forward_(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Normalise z (P, Q, n, E, C) in place over Q; returns (mean, biased var, 1/sqrt(var+eps)),
+    each (P, n, E, C)."""
+    return (_bn_forward_native if native_ok(z) else _bn_forward_aten)(z, eps)
+
+
+def mix_rows(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> None:
+    """out[p, q, e] (+)= Σ_r w[r, e] x[p, q, r, e]; out (P, Q, E, C) contiguous, x (P, Q, n, E, C),
+    w (n, E)."""
+    (_mix_rows_native if native_ok(x) else _mix_rows_aten)(out, x, w, accumulate)
+
+
+def bn_backward(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Tensor | None = None,
+                mask: Tensor | None = None, want_gsum: bool = False) -> Tensor | None:  # fmt: skip
+    """gz ← w ι (g' - mean g' - x̂ mean(g'·x̂)) with g' = g·[mask > 0]: g, x̂, gz, mask
+    (P, Q, n, E, C) views (gz may be g itself), inv (P, n, E, C), w (n, E) or None for 1.
+    Returns Σ_{p,q,c} g'·x̂ (n, E) when want_gsum (a final row's mixing-weight gradient)."""
+    fn = _bn_backward_native if native_ok(xhat) else _bn_backward_aten
+    return fn(g, xhat, inv, gz, w, mask, want_gsum)
+
+
+def mix_backward(g: Tensor, x: Tensor, w: Tensor, want_gw: bool) -> tuple[Tensor, Tensor | None]:
+    """Rows x (n, M, C) shared by the E edges, weighted by w (n, E), dL/d out = g (M, E, C)
+    → (dL/dx (n, M, C), dL/dw (n, E) or None)."""
+    return (_mix_backward_native if native_ok(x) else _mix_backward_aten)(g, x, w, want_gw)
