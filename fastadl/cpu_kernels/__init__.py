@@ -36,8 +36,8 @@ SIGNATURES = {  # name: argument types (all return void)
     "fastadl_dw_conv_{}": [_P, _P, _P, _P] + [_I] * 10 + [ctypes.c_int],
     "fastadl_dw_wgrad_{}": [_P, _P, _P] + [_I] * 10,
     "fastadl_bn_forward_{}": [_P] * 5 + [_I] * 5 + [ctypes.c_double],
-    "fastadl_mix_rows_{}": [_P] * 5 + [_I] * 5 + [ctypes.c_int],
-    "fastadl_bn_backward_{}": [_P] * 13 + [_I] * 5,
+    "fastadl_mix_rows_{}": [_P] * 5 + [_I] * 6 + [ctypes.c_int],
+    "fastadl_bn_backward_{}": [_P] * 13 + [_I] * 6,
     "fastadl_mix_backward_{}": [_P] * 6 + [_I] * 4,
 }
 

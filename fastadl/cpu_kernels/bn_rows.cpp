@@ -57,13 +57,16 @@ void bn_forward(T* z, const int64_t* zs, T* mean, T* var, T* inv, int64_t P, int
       }
 }
 
-// out[p, q, e, c] (+)= sum_r w[r, e] * x[p, q, r, e, c]; out: (P, Q, E, C) contiguous, w (n, E).
-// (x's se may be 0: a row shared by every edge, as the pools' are.)
+// out[p, q, e, c] (+)= sum_r w[r, e'] * x[p, q, r, e, c]; out: (P, Q, E, C) contiguous; the
+// weight of (e, c) is w[r, (e*C + c) / Cw] (Cw = C, or E = 1 and Cw the true channels when the
+// caller merged the edge and channel axes). x's se may be 0: a row shared by every edge.
 template <typename T>
 void mix_rows(T* out, const T* x, const int64_t* xs, const T* w, const int64_t* ws, int64_t P,
-              int64_t Q,
-              int64_t n, int64_t E, int64_t C, int accumulate) {
+              int64_t Q, int64_t n, int64_t E, int64_t C, int64_t Cw, int accumulate) {
   const Layout L = layout(xs);
+  std::vector<T> wk(n * E * C);  // the weight of every (r, e, c)
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t k = 0; k < E * C; ++k) wk[r * E * C + k] = w[r * ws[0] + k / Cw * ws[1]];
   for (int64_t p = 0; p < P; ++p)
     for (int64_t q = 0; q < Q; ++q)
       for (int64_t e = 0; e < E; ++e) {
@@ -72,8 +75,8 @@ void mix_rows(T* out, const T* x, const int64_t* xs, const T* w, const int64_t* 
           for (int64_t c = 0; c < C; ++c) o[c] = 0;
         for (int64_t r = 0; r < n; ++r) {
           const T* xr = x + L.at(p, q, r, e);
-          const T wr = w[r * ws[0] + e * ws[1]];
-          for (int64_t c = 0; c < C; ++c) o[c] += wr * xr[c];
+          const T* wr = wk.data() + (r * E + e) * C;
+          for (int64_t c = 0; c < C; ++c) o[c] += wr[c] * xr[c];
         }
       }
 }
@@ -83,19 +86,21 @@ void mix_rows(T* out, const T* x, const int64_t* xs, const T* w, const int64_t* 
 //   s  = sum_q g' xhat,  m = mean_q g'
 //   gz = w inv (g' - m - xhat s / Q)      (w = 1 when w is null)
 //   gsum[r, e] = sum_{p, c} s             (the mixing weight's gradient, when gsum is not null)
-// inv: strides (sp, sr, se) over (P, n, E, C).
+// inv: strides (sp, sr, se) over (P, n, E, C). As in mix_rows, w and gsum are indexed by
+// (e*C + c) / Cw.
 template <typename T>
 void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms, const T* xh,
                  const int64_t* xs, const T* inv, const int64_t* is, const T* w,
                  const int64_t* ws, T* gz,
                  const int64_t* zs, T* gsum, int64_t P, int64_t Q, int64_t n, int64_t E,
-                 int64_t C) {
+                 int64_t C, int64_t Cw) {
   const Layout G = layout(gs), X = layout(xs), Z = layout(zs);
   const Layout M = mask ? layout(ms) : Layout{0, 0, 0, 0};
   std::vector<double> sg(C), sx(C);
   std::vector<T> a(C), b(C);
+  const int64_t nw = E * C / Cw;  // weights per row
   if (gsum)
-    for (int64_t i = 0; i < n * E; ++i) gsum[i] = 0;
+    for (int64_t i = 0; i < n * nw; ++i) gsum[i] = 0;
   for (int64_t p = 0; p < P; ++p)
     for (int64_t r = 0; r < n; ++r)
       for (int64_t e = 0; e < E; ++e) {
@@ -106,7 +111,7 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
           if (mask) {
             const T* mr = mask + M.at(p, q, r, e);
             for (int64_t c = 0; c < C; ++c) {
-              T v = mr[c] > 0 ? gr[c] : T(0);
+              const T v = gr[c] * static_cast<T>(mr[c] > 0);  // branch-free: vectorises
               sg[c] += v;
               sx[c] += static_cast<double>(v) * xr[c];
             }
@@ -117,16 +122,14 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
             }
           }
         }
-        const T wr = w ? w[r * ws[0] + e * ws[1]] : T(1);
         const T* iv = inv + p * is[0] + r * is[1] + e * is[2];
-        double total = 0;
         for (int64_t c = 0; c < C; ++c) {
-          total += sx[c];
-          a[c] = wr * iv[c];                          // gz = a (g' - m) - b xhat
+          const int64_t k = (e * C + c) / Cw;
+          a[c] = (w ? w[r * ws[0] + k * ws[1]] : T(1)) * iv[c];  // gz = a (g' - m) - b xhat
           b[c] = static_cast<T>(a[c] * (sx[c] / Q));
           sg[c] /= Q;
+          if (gsum) gsum[r * nw + k] += static_cast<T>(sx[c]);
         }
-        if (gsum) gsum[r * E + e] += static_cast<T>(total);
         for (int64_t q = 0; q < Q; ++q) {
           const T* gr = g + G.at(p, q, r, e);
           const T* xr = xh + X.at(p, q, r, e);
@@ -134,7 +137,7 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
           if (mask) {
             const T* mr = mask + M.at(p, q, r, e);
             for (int64_t c = 0; c < C; ++c) {
-              T v = mr[c] > 0 ? gr[c] : T(0);
+              const T v = gr[c] * static_cast<T>(mr[c] > 0);  // branch-free: vectorises
               zr[c] = a[c] * (v - static_cast<T>(sg[c])) - b[c] * xr[c];
             }
           } else {
@@ -185,15 +188,16 @@ extern "C" {
   }                                                                                          \
   void fastadl_mix_rows_##S(T* out, const T* x, const int64_t* xs, const T* w,             \
                             const int64_t* ws, int64_t P, int64_t Q, int64_t n, int64_t E,  \
-                            int64_t C, int accumulate) {                                     \
-    mix_rows<T>(out, x, xs, w, ws, P, Q, n, E, C, accumulate);                               \
+                            int64_t C, int64_t Cw, int accumulate) {                         \
+    mix_rows<T>(out, x, xs, w, ws, P, Q, n, E, C, Cw, accumulate);                           \
   }                                                                                          \
   void fastadl_bn_backward_##S(const T* g, const int64_t* gs, const T* mask,                \
                                const int64_t* ms, const T* xh, const int64_t* xs,           \
                                const T* inv, const int64_t* is, const T* w,                 \
                                const int64_t* ws, T* gz, const int64_t* zs, T* gsum,        \
-                               int64_t P, int64_t Q, int64_t n, int64_t E, int64_t C) {     \
-    bn_backward<T>(g, gs, mask, ms, xh, xs, inv, is, w, ws, gz, zs, gsum, P, Q, n, E, C);    \
+                               int64_t P, int64_t Q, int64_t n, int64_t E, int64_t C,       \
+                               int64_t Cw) {                                                 \
+    bn_backward<T>(g, gs, mask, ms, xh, xs, inv, is, w, ws, gz, zs, gsum, P, Q, n, E, C, Cw);\
   }                                                                                          \
   void fastadl_mix_backward_##S(const T* g, const T* x, const T* w, const int64_t* ws, T* gx, \
                                 T* gw, int64_t n, int64_t M, int64_t E, int64_t C) {         \

@@ -39,12 +39,25 @@ def _w(w: Tensor):
     return _S2(*w.stride())
 
 
+def _edge_channel_merge(*ts: Tensor) -> bool:
+    """Whether every operand's (e, c) axes are one contiguous run (stride C along e), so the
+    kernels may treat them as one long channel axis (E' = 1, C' = E·C): longer inner loops."""
+    C = ts[0].shape[-1]
+    return ts[0].shape[-2] > 1 and all(t.stride(-2) == C for t in ts)
+
+
 def _bn_forward_native(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """bn_forward_ by the C++ kernel."""
     P, Q, n, E, C = z.shape
     mean, var, inv = (z.new_empty(P, n, E, C) for _ in range(3))
-    _fn("bn_forward", z)(z.data_ptr(), _rows(z), mean.data_ptr(), var.data_ptr(), inv.data_ptr(),
-                         P, Q, n, E, C, eps)  # fmt: skip
+    strides = _rows(z)
+    nk, Ek, Ck = n, E, C  # the kernel's view: rows, edges and channels merged where contiguous
+    if E == 1 or z.stride(3) == C:
+        Ek, Ck = 1, E * C
+        if n == 1 or z.stride(2) == E * C:
+            nk, Ck = 1, n * E * C
+    _fn("bn_forward", z)(z.data_ptr(), strides, mean.data_ptr(), var.data_ptr(), inv.data_ptr(),
+                         P, Q, nk, Ek, Ck, eps)  # fmt: skip
     return mean, var, inv
 
 
@@ -53,8 +66,9 @@ def _mix_rows_native(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> Non
     P, Q, n, E, C = x.shape
     if not out.is_contiguous() or out.shape != (P, Q, E, C):
         raise ValueError(f"out must be a contiguous {(P, Q, E, C)}, got {tuple(out.shape)}")
-    _fn("mix_rows", x)(out.data_ptr(), x.data_ptr(), _rows(x), w.data_ptr(), _w(w), P, Q, n, E, C,
-                       int(accumulate))  # fmt: skip
+    Ek, Ck = (1, E * C) if _edge_channel_merge(x) else (E, C)
+    _fn("mix_rows", x)(out.data_ptr(), x.data_ptr(), _rows(x), w.data_ptr(), _w(w), P, Q, n, Ek, Ck,
+                       C, int(accumulate))  # fmt: skip
 
 
 def _bn_backward_native(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Tensor | None = None,
@@ -62,12 +76,14 @@ def _bn_backward_native(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Ten
     """bn_backward by the C++ kernel."""
     P, Q, n, E, C = xhat.shape
     gsum = xhat.new_empty(n, E) if want_gsum else None
+    merge = _edge_channel_merge(g, xhat, inv, gz, *(() if mask is None else (mask,)))
+    Ek, Ck = (1, E * C) if merge else (E, C)
     _fn("bn_backward", xhat)(
         g.data_ptr(), _rows(g), None if mask is None else mask.data_ptr(),
         None if mask is None else _rows(mask), xhat.data_ptr(), _rows(xhat), inv.data_ptr(),
         _S4(*inv.stride()[:3], 0), None if w is None else w.data_ptr(),
         None if w is None else _w(w), gz.data_ptr(), _rows(gz),
-        None if gsum is None else gsum.data_ptr(), P, Q, n, E, C,
+        None if gsum is None else gsum.data_ptr(), P, Q, n, Ek, Ck, C,
     )  # fmt: skip
     return gsum
 
