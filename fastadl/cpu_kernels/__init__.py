@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fastadl.cache import cache_root
 
-SOURCES = ("dwconv.cpp", "bn_rows.cpp")
+SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
 # different machines gets one library per CPU.
@@ -39,6 +39,7 @@ SIGNATURES = {  # name: argument types (all return void)
     "fastadl_mix_rows_{}": [_P] * 5 + [_I] * 6 + [ctypes.c_int],
     "fastadl_bn_backward_{}": [_P] * 13 + [_I] * 6,
     "fastadl_mix_backward_{}": [_P] * 6 + [_I] * 4,
+    "fastadl_pointwise_{}": [_P] * 4 + [_I] * 5 + [ctypes.c_int],
 }
 
 

@@ -39,7 +39,13 @@ from torch import Tensor
 
 from fastadl.ops import fused_kernels as fk
 from fastadl.ops.conv_runs import plan_runs, run_forward, run_input_grad
-from fastadl.ops.fanout_rows import bn_backward, bn_forward_, mix_backward, mix_rows
+from fastadl.ops.fanout_rows import (
+    bn_backward,
+    bn_forward_,
+    mix_backward,
+    mix_rows,
+    pointwise_native,
+)
 from fastadl.ops.fused_function import EdgePlan
 
 # Below this many channels per edge MKL's batched GEMM is slow (K = N = 8 ran at ~1 GFLOP/s
@@ -67,6 +73,8 @@ def _block_diagonal(pw: Tensor, transpose: bool) -> Tensor:
 def pointwise(d: Tensor, pw: Tensor, out: Tensor) -> None:
     """out[:, r, e] = d[:, r, e] @ pw[r, e]^T. d, out: (M, R, E, C); pw: (R, E, C, C) (out, in)."""
     M, R, E, C = d.shape
+    if pointwise_native(d, pw, out, transpose=False):
+        return
     if C < BLOCK_DIAGONAL_BELOW:
         bd = _block_diagonal(pw, transpose=True)
         for r in range(R):
@@ -82,6 +90,8 @@ def pointwise_input_grad(gz: Tensor, pw: Tensor) -> Tensor:
     """dL/d d of pointwise for dL/d out = gz (M, R, E, C) → (M, R, E, C)."""
     M, R, E, C = gz.shape
     gd = gz.new_empty(M, R, E, C)
+    if pointwise_native(gz, pw, gd, transpose=True):
+        return gd
     if C < BLOCK_DIAGONAL_BELOW:
         bd = _block_diagonal(pw, transpose=False)
         for r in range(R):

@@ -1,0 +1,105 @@
+// Per-edge 1x1 convs of a fan-out group (fastadl/ops/fanout.py::pointwise): for every row
+// (position m, kind r, edge e) a C x C matrix-vector product with that (r, e)'s own matrix.
+// MKL runs them either as one block-diagonal GEMM (E times the arithmetic) or as a batched GEMM
+// that is slow below 16 channels; here each (r, e)'s matrix stays in cache while every
+// position streams through it.
+//   d, out: rows at d + m*sm + (r*E + e)*C (channels contiguous), both (M, R, E, C)-shaped;
+//   w[r, e, o, i] at w + r*s0 + e*s1 + o*s2 + i*s3;
+//   transpose = 0: out[m, r, e, o] = sum_i w[r, e, o, i] d[m, r, e, i]   (the forward)
+//   transpose = 1: out[m, r, e, i] = sum_o w[r, e, o, i] d[m, r, e, o]   (its input gradient)
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// One row's product with the output held in registers: N (= C) known at compile time.
+template <typename T, int N>
+inline void row_fixed(const T* dr, T* orow, const T* wt) {
+  T acc[N] = {};
+  for (int i = 0; i < N; ++i) {
+    const T di = dr[i];
+    for (int o = 0; o < N; ++o) acc[o] += di * wt[i * N + o];
+  }
+  for (int o = 0; o < N; ++o) orow[o] = acc[o];
+}
+
+// Four rows at once (stride sm apart): four independent FMA chains hide the FMA latency and
+// each weight vector load serves four rows.
+template <typename T, int N>
+inline void rows4_fixed(const T* dr, T* orow, const T* wt, int64_t sm) {
+  T a0[N] = {}, a1[N] = {}, a2[N] = {}, a3[N] = {};
+  for (int i = 0; i < N; ++i) {
+    const T d0 = dr[i], d1 = dr[sm + i], d2 = dr[2 * sm + i], d3 = dr[3 * sm + i];
+    const T* col = wt + i * N;
+    for (int o = 0; o < N; ++o) {
+      a0[o] += d0 * col[o];
+      a1[o] += d1 * col[o];
+      a2[o] += d2 * col[o];
+      a3[o] += d3 * col[o];
+    }
+  }
+  for (int o = 0; o < N; ++o) {
+    orow[o] = a0[o];
+    orow[sm + o] = a1[o];
+    orow[2 * sm + o] = a2[o];
+    orow[3 * sm + o] = a3[o];
+  }
+}
+
+template <typename T>
+inline void row_any(const T* dr, T* orow, const T* wt, int64_t C) {
+  for (int64_t o = 0; o < C; ++o) orow[o] = 0;
+  for (int64_t i = 0; i < C; ++i) {
+    const T di = dr[i];
+    for (int64_t o = 0; o < C; ++o) orow[o] += di * wt[i * C + o];
+  }
+}
+
+template <typename T>
+void pointwise(const T* d, T* out, const T* w, const int64_t* ws, int64_t M, int64_t sm,
+               int64_t R, int64_t E, int64_t C, int transpose) {
+  std::vector<T> wt(C * C);  // wt[i, o]: the input i's column, outputs contiguous
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t e = 0; e < E; ++e) {
+      const T* wre = w + r * ws[0] + e * ws[1];
+      for (int64_t o = 0; o < C; ++o)
+        for (int64_t i = 0; i < C; ++i)
+          wt[i * C + o] = transpose ? wre[i * ws[2] + o * ws[3]] : wre[o * ws[2] + i * ws[3]];
+      const int64_t off = (r * E + e) * C;
+      const T* wp = wt.data();
+      int64_t m = 0;
+      if (C == 8 || C == 16)
+        for (; m + 4 <= M; m += 4) {
+          if (C == 8)
+            rows4_fixed<T, 8>(d + m * sm + off, out + m * sm + off, wp, sm);
+          else
+            rows4_fixed<T, 16>(d + m * sm + off, out + m * sm + off, wp, sm);
+        }
+      for (; m < M; ++m) {
+        const T* dr = d + m * sm + off;
+        T* orow = out + m * sm + off;
+        switch (C) {
+          case 8: row_fixed<T, 8>(dr, orow, wp); break;
+          case 16: row_fixed<T, 16>(dr, orow, wp); break;
+          case 32: row_fixed<T, 32>(dr, orow, wp); break;
+          default: row_any<T>(dr, orow, wp, C);
+        }
+      }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+#define FASTADL_PW(T, S)                                                                     \
+  void fastadl_pointwise_##S(const T* d, T* out, const T* w, const int64_t* ws, int64_t M,  \
+                             int64_t sm, int64_t R, int64_t E, int64_t C, int transpose) {  \
+    pointwise<T>(d, out, w, ws, M, sm, R, E, C, transpose);                                  \
+  }
+
+FASTADL_PW(float, f32)
+FASTADL_PW(double, f64)
+
+}  // extern "C"
