@@ -23,6 +23,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import torch
+
 from fastadl.cache import cache_root
 
 SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp")
@@ -110,3 +112,21 @@ def library() -> ctypes.CDLL | None:
                           "CPU cell path uses ATen for its depthwise convs", stacklevel=2)  # fmt: skip
             return None
     return _bind(ctypes.CDLL(str(path)))
+
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_KERNELS: dict = {}
+
+
+def kernel(name: str, dtype):
+    """The library's ``fastadl_<name>_<f32|f64>`` for a torch dtype (looked up once)."""
+    key = (name, dtype)
+    fn = _KERNELS.get(key)
+    if fn is None:
+        fn = _KERNELS[key] = getattr(library(), f"fastadl_{name}_{_SUFFIX[dtype]}")
+    return fn
+
+
+def accepts(t) -> bool:
+    """Whether the kernels are built and take tensor t (on the CPU, float32 or float64)."""
+    return t.is_cpu and t.dtype in _SUFFIX and library() is not None

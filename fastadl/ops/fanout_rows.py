@@ -13,26 +13,25 @@ from __future__ import annotations
 
 import ctypes
 
-import torch
 from torch import Tensor
 
-from fastadl.cpu_kernels import library
-from fastadl.ops.dw_native import native_ok
+from fastadl.cpu_kernels import accepts as native_ok
+from fastadl.cpu_kernels import kernel
 
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _S4 = ctypes.c_int64 * 4
 _S2 = ctypes.c_int64 * 2
 
 
 def _fn(name: str, t: Tensor):
-    return getattr(library(), f"fastadl_{name}_{_SUFFIX[t.dtype]}")
+    return kernel(name, t.dtype)
 
 
 def _rows(t: Tensor):
     """The strides of a (P, Q, n, E, C) view with contiguous channels."""
-    if t.dim() != 5 or (t.stride(4) != 1 and t.shape[4] > 1):
+    s = t.stride()
+    if len(s) != 5 or (s[4] != 1 and t.shape[4] > 1):
         raise ValueError(f"expected a (P, Q, n, E, C) view with contiguous C, got {t.shape}")
-    return _S4(*t.stride()[:4])
+    return _S4(s[0], s[1], s[2], s[3])
 
 
 def _w(w: Tensor):

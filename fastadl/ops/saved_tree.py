@@ -12,15 +12,25 @@ _SEQ = 2
 _DICT = 3
 
 
+def _leaf(v, tensors: list[Tensor]):
+    """A child's spec: tensors and constants inline (no call per leaf), containers recursed."""
+    if isinstance(v, Tensor):
+        tensors.append(v)
+        return _TENSOR
+    if isinstance(v, (dict, list, tuple)):
+        return pack(v, tensors)
+    return (_CONST, v)
+
+
 def pack(obj, tensors: list[Tensor]):
     """Append obj's tensors to ``tensors`` (depth first) and return the spec to rebuild it."""
     if isinstance(obj, Tensor):
         tensors.append(obj)
         return _TENSOR
     if isinstance(obj, dict):
-        return (_DICT, tuple(obj), tuple(pack(v, tensors) for v in obj.values()))
+        return (_DICT, tuple(obj), [_leaf(v, tensors) for v in obj.values()])
     if isinstance(obj, (list, tuple)):
-        return (_SEQ, type(obj), tuple(pack(v, tensors) for v in obj))
+        return (_SEQ, type(obj), [_leaf(v, tensors) for v in obj])
     return (_CONST, obj)
 
 
@@ -29,8 +39,9 @@ def unpack(spec, tensors):
     if spec == _TENSOR:
         return next(tensors)
     tag = spec[0]
-    if tag == _SEQ:
-        return spec[1](unpack(s, tensors) for s in spec[2])
+    if tag == _CONST:
+        return spec[1]
+    items = [next(tensors) if s == _TENSOR else unpack(s, tensors) for s in spec[-1]]
     if tag == _DICT:
-        return {k: unpack(s, tensors) for k, s in zip(spec[1], spec[2], strict=True)}
-    return spec[1]
+        return dict(zip(spec[1], items, strict=True))
+    return spec[1](items)
