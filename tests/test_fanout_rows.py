@@ -118,13 +118,14 @@ def test_mix_backward(n, M, E, C, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M", [1, 7, 33])  # four-row blocks and their tails
 @pytest.mark.parametrize("transpose", [False, True])
-def test_pointwise_native(M, transpose, dtype):
-    gen = _gen(M + transpose)
-    R, E, C = 3, 2, fr.NATIVE_POINTWISE_CHANNELS[0]
+@pytest.mark.parametrize("C", fr.NATIVE_POINTWISE_CHANNELS)
+def test_pointwise_native(M, transpose, C, dtype):
+    gen = _gen(M + transpose + C)
+    R, E = 3, 2
     d = torch.randn(M, R, E, C, generator=gen, dtype=dtype)
     pw = torch.randn(R, E, C, C + 1, generator=gen, dtype=dtype)[..., 1:]  # strided (out, in)
     out = torch.empty_like(d)
     assert fr.pointwise_native(d, pw, out, transpose)
     m = pw.transpose(-1, -2) if transpose else pw
     torch.testing.assert_close(out, torch.einsum("reoi,mrei->mreo", m, d), **_tol(dtype))
-    assert not fr.pointwise_native(d[:, :, :, :8], pw[..., :8, :8], out[..., :8], transpose)
+    assert not fr.pointwise_native(d[:, :, :, : C - 1], pw[..., 1:, 1:], out[..., 1:], transpose)

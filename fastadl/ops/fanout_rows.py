@@ -103,8 +103,8 @@ def _mix_backward_native(
 
 
 # Channel counts where the C++ per-edge 1x1 convs beat MKL's block-diagonal/batched GEMMs on the
-# search's shapes (1 thread: 2-3x at 16 channels; at 8 and 64 MKL is as fast or faster).
-NATIVE_POINTWISE_CHANNELS = (16,)
+# search's shapes (1 thread: 3x at 8 channels, 1.5x at 16, 1.3x at 32; at 64 MKL is faster).
+NATIVE_POINTWISE_CHANNELS = (8, 16, 32)
 
 
 def pointwise_native(d: Tensor, pw: Tensor, out: Tensor, transpose: bool) -> bool:
