@@ -129,3 +129,14 @@ def test_pointwise_native(M, transpose, C, dtype):
     m = pw.transpose(-1, -2) if transpose else pw
     torch.testing.assert_close(out, torch.einsum("reoi,mrei->mreo", m, d), **_tol(dtype))
     assert not fr.pointwise_native(d[:, :, :, : C - 1], pw[..., 1:, 1:], out[..., 1:], transpose)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", fr.NATIVE_POINTWISE_CHANNELS)
+def test_pointwise_weight_grad_native(C, dtype):
+    gen = _gen(C)
+    M, R, E = 13, 2, 3
+    gz, d = (torch.randn(M, R, E, C, generator=gen, dtype=dtype) for _ in range(2))
+    want = torch.einsum("mreo,mrei->reoi", gz, d)
+    torch.testing.assert_close(fr.pointwise_weight_grad_native(gz, d), want, **_tol(dtype))
+    assert fr.pointwise_weight_grad_native(gz[..., 1:], d[..., 1:]) is None

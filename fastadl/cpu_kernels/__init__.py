@@ -42,6 +42,7 @@ SIGNATURES = {  # name: argument types (all return void)
     "fastadl_bn_backward_{}": [_P] * 13 + [_I] * 6,
     "fastadl_mix_backward_{}": [_P] * 6 + [_I] * 4,
     "fastadl_pointwise_{}": [_P] * 4 + [_I] * 5 + [ctypes.c_int],
+    "fastadl_pointwise_wgrad_{}": [_P] * 3 + [_I] * 5,
 }
 
 

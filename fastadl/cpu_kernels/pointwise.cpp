@@ -133,6 +133,85 @@ void pointwise(const T* d, T* out, const T* w, const int64_t* ws, int64_t M, int
     }
 }
 
+// The weight gradient: gw[r, e, o, i] = sum_m g[m, r, e, o] d[m, r, e, i], gw (R, E, C, C)
+// contiguous; g and d rows as in pointwise. Eight output rows o at a time are held in
+// accumulators (N = C known at compile time) while every position streams through.
+template <typename T, int N>
+void wgrad_fixed(const T* g, const T* d, T* gw, int64_t M, int64_t sm, int64_t off) {
+  for (int o0 = 0; o0 < N; o0 += 8) {
+    T acc[8][N] = {};
+    for (int64_t m = 0; m < M; ++m) {
+      const T* gr = g + m * sm + off + o0;
+      const T* dr = d + m * sm + off;
+      for (int o = 0; o < 8; ++o) {
+        const T go = gr[o];
+        for (int i = 0; i < N; ++i) acc[o][i] += go * dr[i];
+      }
+    }
+    for (int o = 0; o < 8; ++o)
+      for (int i = 0; i < N; ++i) gw[(o0 + o) * N + i] = acc[o][i];
+  }
+}
+
+// float: the same with vector accumulators (acc[o][v] covers inputs 8v..8v+7).
+template <int N>
+void wgrad_f(const float* g, const float* d, float* gw, int64_t M, int64_t sm, int64_t off) {
+  constexpr int NV = N / 8;
+  for (int o0 = 0; o0 < N; o0 += 8) {
+    v8f acc[8][NV] = {};
+    for (int64_t m = 0; m < M; ++m) {
+      const float* gr = g + m * sm + off + o0;
+      const float* dr = d + m * sm + off;
+      v8f dv[NV];
+      for (int v = 0; v < NV; ++v) dv[v] = load8(dr + 8 * v);
+      for (int o = 0; o < 8; ++o) {
+        const float go = gr[o];
+        for (int v = 0; v < NV; ++v) acc[o][v] += go * dv[v];
+      }
+    }
+    for (int o = 0; o < 8; ++o)
+      for (int v = 0; v < NV; ++v) std::memcpy(gw + (o0 + o) * N + 8 * v, &acc[o][v], 32);
+  }
+}
+
+template <typename T>
+inline bool wgrad_special(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t) {
+  return false;
+}
+
+template <>
+inline bool wgrad_special<float>(const float* g, const float* d, float* gw, int64_t M,
+                                 int64_t sm, int64_t off, int64_t C) {
+  switch (C) {
+    case 8: wgrad_f<8>(g, d, gw, M, sm, off); return true;
+    case 16: wgrad_f<16>(g, d, gw, M, sm, off); return true;
+    case 32: wgrad_f<32>(g, d, gw, M, sm, off); return true;
+    default: return false;
+  }
+}
+
+template <typename T>
+void pointwise_wgrad(const T* g, const T* d, T* gw, int64_t M, int64_t sm, int64_t R,
+                     int64_t E, int64_t C) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t off = (r * E + e) * C;
+      T* out = gw + (r * E + e) * C * C;
+      if (wgrad_special<T>(g, d, out, M, sm, off, C)) continue;
+      switch (C) {
+        case 8: wgrad_fixed<T, 8>(g, d, out, M, sm, off); break;
+        case 16: wgrad_fixed<T, 16>(g, d, out, M, sm, off); break;
+        case 32: wgrad_fixed<T, 32>(g, d, out, M, sm, off); break;
+        default:
+          for (int64_t k = 0; k < C * C; ++k) out[k] = 0;
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t o = 0; o < C; ++o)
+              for (int64_t i = 0; i < C; ++i)
+                out[o * C + i] += g[m * sm + off + o] * d[m * sm + off + i];
+      }
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -143,6 +222,14 @@ extern "C" {
     pointwise<T>(d, out, w, ws, M, sm, R, E, C, transpose);                                  \
   }
 
+#define FASTADL_PWG(T, S)                                                                    \
+  void fastadl_pointwise_wgrad_##S(const T* g, const T* d, T* gw, int64_t M, int64_t sm,    \
+                                   int64_t R, int64_t E, int64_t C) {                        \
+    pointwise_wgrad<T>(g, d, gw, M, sm, R, E, C);                                            \
+  }
+
+FASTADL_PWG(float, f32)
+FASTADL_PWG(double, f64)
 FASTADL_PW(float, f32)
 FASTADL_PW(double, f64)
 

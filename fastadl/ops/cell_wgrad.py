@@ -20,6 +20,7 @@ from torch import Tensor
 
 from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.dw_crop import dw_weight_grad
+from fastadl.ops.fanout_rows import pointwise_weight_grad_native
 
 
 def _gather(parts, M: int) -> Tensor:
@@ -34,7 +35,9 @@ def _gather(parts, M: int) -> Tensor:
 def _pointwise_weight_grads(gz: Tensor, d: Tensor) -> list[Tensor]:
     """gz, d: (M, R, E, C) → per row r the (E, C, C) gradients Σ_m gz[m, r, e]ᵀ d[m, r, e]."""
     M, R, E, C = gz.shape
-    g = torch.bmm(gz.view(M, R * E, C).permute(1, 2, 0), d.view(M, R * E, C).transpose(0, 1))
+    g = pointwise_weight_grad_native(gz, d)
+    if g is None:
+        g = torch.bmm(gz.view(M, R * E, C).permute(1, 2, 0), d.view(M, R * E, C).transpose(0, 1))
     return list(g.view(R, E, C, C).unbind(0))
 
 

@@ -122,6 +122,20 @@ def pointwise_native(d: Tensor, pw: Tensor, out: Tensor, transpose: bool) -> boo
     return True
 
 
+def pointwise_weight_grad_native(gz: Tensor, d: Tensor) -> Tensor | None:
+    """Σ_m gz[m, r, e]ᵀ d[m, r, e] as (R, E, C, C) (out, in) by the C++ kernel, for gz, d
+    (M, R, E, C) with contiguous (r, e, c) rows; None where the kernel is not the route."""
+    M, R, E, C = gz.shape
+    sm = R * E * C
+    if C not in NATIVE_POINTWISE_CHANNELS or not native_ok(gz):
+        return None
+    if gz.stride() != (sm, E * C, C, 1) or d.stride() != gz.stride():
+        return None
+    gw = gz.new_empty(R, E, C, C)
+    _fn("pointwise_wgrad", gz)(gz.data_ptr(), d.data_ptr(), gw.data_ptr(), M, sm, R, E, C)
+    return gw
+
+
 def _bn_forward_aten(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     mean = z.mean(1)
     z.sub_(mean.unsqueeze(1))
