@@ -27,7 +27,7 @@ import torch
 
 from fastadl.cache import cache_root
 
-SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp")
+SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
 # different machines gets one library per CPU.
@@ -43,6 +43,8 @@ SIGNATURES = {  # name: argument types (all return void)
     "fastadl_mix_backward_{}": [_P] * 6 + [_I] * 4,
     "fastadl_pointwise_{}": [_P] * 4 + [_I] * 5 + [ctypes.c_int],
     "fastadl_pointwise_wgrad_{}": [_P] * 3 + [_I] * 5,
+    "fastadl_pools_forward_{}": [_P] * 4 + [_I] * 4,
+    "fastadl_pools_backward_{}": [_P] * 4 + [_I] * 4 + [ctypes.c_int],
 }
 
 

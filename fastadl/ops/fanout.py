@@ -47,6 +47,7 @@ from fastadl.ops.fanout_rows import (
     pointwise_native,
 )
 from fastadl.ops.fused_function import EdgePlan
+from fastadl.ops.pools_native import pool_rows_native, pools_grad_native, pools_native_ok
 
 # Below this many channels per edge MKL's batched GEMM is slow (K = N = 8 ran at ~1 GFLOP/s
 # on the project's CPU), so each kind's E pointwise convs run as one block-diagonal GEMM: E
@@ -195,7 +196,10 @@ def fanout_forward(
     written = False
 
     if A:  # pools, then x: each row shared by the E edges, weighted per edge
-        Ab, x_cl, pool_idx = fk.pool_rows(x, plan.pool_kinds, bool(plan.skip))
+        native_pools = n_pool > 0 and pools_native_ok(x, plan.pool_kinds)
+        pool_rows = pool_rows_native if native_pools else fk.pool_rows
+        Ab, x_cl, pool_idx = pool_rows(x, plan.pool_kinds, bool(plan.skip))
+        inter["native_pools"] = native_pools
         Am = Ab.permute(0, 2, 3, 1).reshape(A, M, C)
         rows = Am.view(A, P, Q, 1, C).permute(1, 2, 0, 3, 4)  # (P, Q, A, 1, C)
         if n_pool:
@@ -257,6 +261,17 @@ def fanout_forward(
     return out, (inter if want_inter else None)
 
 
+def _pools_grad(gp: Tensor, kinds, indices, x_cl: Tensor, gx: Tensor | None) -> Tensor:
+    """ATen's pool backwards for upstream gradients gp (n_pool, M, C), summed into gx."""
+    PN, C, H, W = x_cl.shape
+    maxes = iter(indices)
+    for kind, gk in zip(kinds, gp.view(-1, PN, H, W, C).permute(0, 1, 4, 2, 3), strict=True):
+        t = fk.max_pool_grad(gk, x_cl, next(maxes)) if kind == "max" else fk.avg_pool_grad(gk, x_cl)
+        t = t.permute(0, 2, 3, 1).reshape(-1, C)
+        gx = t if gx is None else gx + t
+    return gx
+
+
 def fanout_backward(
     g: Tensor,
     x: Tensor,
@@ -301,15 +316,11 @@ def fanout_backward(
                     bn_backward(gp, xh, inter["inv_pool"], gp)
                 else:
                     gp.mul_(inter["inv_pool"].unsqueeze(1))
-                maxes = iter(inter["pool_idx"])
-                gps = gA[:n_pool].view(n_pool, PN, H, W, C).permute(0, 1, 4, 2, 3)
-                for kind, gk in zip(plan.pool_kinds, gps, strict=True):
-                    if kind == "max":
-                        t = fk.max_pool_grad(gk, x_cl, next(maxes))
-                    else:
-                        t = fk.avg_pool_grad(gk, x_cl)
-                    t = t.permute(0, 2, 3, 1).reshape(M, C)
-                    gx = t if gx is None else gx + t
+                if inter["native_pools"]:  # both pools' gradients in one pass, into gx
+                    gx = pools_grad_native(gA[:n_pool], plan.pool_kinds, inter["pool_idx"],
+                                           (PN, H, W), gx)  # fmt: skip
+                else:
+                    gx = _pools_grad(gA[:n_pool], plan.pool_kinds, inter["pool_idx"], x_cl, gx)
 
     ops = None
     if J:
