@@ -84,3 +84,13 @@ def test_built_once_into_the_cache(monkeypatch, tmp_path):
     stamp = built.stat().st_mtime_ns
     assert _fresh_library(monkeypatch, tmp_path) is not None
     assert built.stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+def test_fake_tensors_are_not_taken():
+    """Under FakeTensorMode (cost model, tracing) the data pointers are not real data."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = torch.empty(2, 3)
+    assert cpu_kernels.accepts(torch.empty(2, 3))
+    assert not cpu_kernels.accepts(fake)

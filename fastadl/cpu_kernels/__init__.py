@@ -131,5 +131,6 @@ def kernel(name: str, dtype):
 
 
 def accepts(t) -> bool:
-    """Whether the kernels are built and take tensor t (on the CPU, float32 or float64)."""
-    return t.is_cpu and t.dtype in _SUFFIX and library() is not None
+    """Whether the kernels are built and take tensor t: a plain CPU tensor (not a subclass such
+    as FakeTensor or a tracing wrapper, whose data pointer is not real data), float32/64."""
+    return type(t) is torch.Tensor and t.is_cpu and t.dtype in _SUFFIX and library() is not None

@@ -13,7 +13,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from fastadl.cpu_kernels import library
+from fastadl.cpu_kernels import accepts, library
 
 CL = torch.channels_last
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -22,8 +22,7 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 def native_ok(*ts: Tensor) -> bool:
     """Whether the C++ kernels are built and take these tensors (CPU, float32/64, no grad
     tracking needed: they are called inside hand-written backwards)."""
-    return library() is not None and all(t.device.type == "cpu" and t.dtype in _SUFFIX
-                                          for t in ts)  # fmt: skip
+    return all(accepts(t) for t in ts)
 
 
 def _cl(t: Tensor) -> Tensor:
