@@ -20,7 +20,7 @@ SHAPES = [  # B, Cx, R (repeats), H, W, kh, kw, dilation
     (2, 17, 1, 9, 9, 5, 5, 2),  # 17 channels: one full vector block and a tail (float32)
     (2, 3, 1, 1, 1, 3, 3, 1),
     (2, 40, 2, 4, 4, 3, 5, 1),
-    # the tiled paths of dwconv.cpp: pixel blocks of 4, 2 and 1 along a row (W = 11, 16, 2),
+    # the tiled paths of dwconv.cpp: pixel blocks of 8, 4, 2 and 1 along a row (W = 11, 16, 2),
     # channel tiles of 2 and 1 vectors with an overlapping last vector (33, 48, 70 channels),
     # 32- and 16-byte vectors and scalars (12, 6, 2 channels), weight-gradient tiles for
     # 1x1 (4 vectors), 3x3 (2 vectors), 5x5 and, for a 7x7, the general one-tap-at-a-time path

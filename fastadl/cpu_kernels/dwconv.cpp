@@ -127,7 +127,8 @@ inline void conv_tile(const T* xp, const T* wt, T* o, const int64_t* c, const Ge
     for (int n = 0; n < NV; ++n) store(o + p * q.G + c[n], acc[p][n]);
 }
 
-// All outputs of one tile of NV vectors (every repeat, image, row), pixels 4, 2, 1 at a time.
+// All outputs of one tile of NV vectors (every repeat, image, row), pixels 8 (one vector only),
+// 4, 2, 1 at a time.
 template <typename V, int NV, typename T>
 void conv_group(const T* x, const T* wt, T* out, const int64_t* c, const Geometry& q,
                 std::vector<T>& buf) {
@@ -143,6 +144,8 @@ void conv_group(const T* x, const T* wt, T* out, const int64_t* c, const Geometr
         T* o = out + (b * q.H + h) * q.W * q.G + r * q.Cx;
         const T* wr = wt + r * q.Cx;
         int64_t v = 0;
+        if (NV == 1)  // 8 independent chains either way
+          for (; v + 8 <= q.W; v += 8) conv_tile<V, 8, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
         for (; v + 4 <= q.W; v += 4) conv_tile<V, 4, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
         for (; v + 2 <= q.W; v += 2) conv_tile<V, 2, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
         for (; v < q.W; ++v) conv_tile<V, 1, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
