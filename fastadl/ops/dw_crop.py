@@ -35,7 +35,7 @@ def reach(k: int, dilation: int, size: int) -> int:
 # one product of shifted windows summed over positions.
 WINDOW_WGRAD_MAX_PIXELS = 16
 # Up to this many pixels the C++ kernel (fastadl/ops/dw_native.py) computes the gradient: on
-# one thread it is 2.5-10x faster than the best ATen route above on every map the search sees
+# one thread it is 1.9-15x faster than the best ATen route above on every map the search sees
 # (2²-64², measured against ATen on 1 and on 2 threads; docs/PERFORMANCE.md "C++ depthwise
 # kernels"). Larger maps (crops above 256²) were not measured and keep ATen.
 NATIVE_WGRAD_MAX_PIXELS = 4096
