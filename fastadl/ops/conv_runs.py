@@ -25,9 +25,10 @@ from fastadl.ops.dw_native import dw_conv, native_ok
 
 MERGE_MAX_PIXELS = 256  # 16×16: above it the arithmetic, not the call count, sets the time
 MERGE_MAX_TAPS = 25
-# Up to this many pixels the C++ kernels (fastadl/ops/dw_native.py) run the depthwise convs;
-# above it oneDNN's vectorised kernels are faster than their fixed cost (docs/PERFORMANCE.md).
-NATIVE_MAX_PIXELS = 64
+# Up to this many pixels (16×16) the C++ kernels (fastadl/ops/dw_native.py) run the depthwise
+# convs; on 32² and 64² maps oneDNN's are faster, more so on 2 threads (docs/PERFORMANCE.md,
+# "C++ depthwise kernels").
+NATIVE_MAX_PIXELS = 256
 
 
 @dataclass(frozen=True)

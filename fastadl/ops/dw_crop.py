@@ -34,9 +34,11 @@ def reach(k: int, dilation: int, size: int) -> int:
 # output, see _swapped_weight_grad), and on maps of up to WINDOW_WGRAD_MAX_PIXELS pixels as
 # one product of shifted windows summed over positions.
 WINDOW_WGRAD_MAX_PIXELS = 16
-# Up to this many pixels the C++ kernel (fastadl/ops/dw_native.py) computes the gradient: it
-# costs what its arithmetic costs, 2-20x less than any of the ATen routes above on these maps.
-NATIVE_WGRAD_MAX_PIXELS = 256
+# Up to this many pixels the C++ kernel (fastadl/ops/dw_native.py) computes the gradient: on
+# one thread it is 1.9-15x faster than the best ATen route above on every map the search sees
+# (2²-64², measured against ATen on 1 and on 2 threads; docs/PERFORMANCE.md "C++ depthwise
+# kernels"). Larger maps (crops above 256²) were not measured and keep ATen.
+NATIVE_WGRAD_MAX_PIXELS = 4096
 
 
 def _window_weight_grad(g: Tensor, x: Tensor, kh: int, kw: int, dilation: int, pad) -> Tensor:
