@@ -3,8 +3,9 @@
 On the small maps of a search most ATen calls cost what their dispatch costs (oneDNN's
 depthwise convs 30-100 µs each on 2²-8² maps); these loops cost what their arithmetic costs.
 They are plain C++ with a C ABI and no torch headers, called through ctypes on tensors'
-data pointers, so the build takes about a second: the library is built once per machine,
-source and compiler into ``cache_root()/cpu_kernels/<digest>/`` (fastadl/cache.py) and reused.
+data pointers. The library is built once per machine, source and compiler (5-15 s on two busy
+cores, the sources compiled in parallel) into ``cache_root()/cpu_kernels/<digest>/``
+(fastadl/cache.py) and reused.
 
 ``library()`` is None, and the callers keep their ATen path, when ``FASTADL_CPU_KERNELS=0``
 is set or no compiler is found or the build fails (then a warning says why, once).
@@ -28,7 +29,7 @@ import torch
 from fastadl.cache import cache_root
 
 SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp")
-FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")  # -shared: the link
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
 # different machines gets one library per CPU.
 NATIVE_FLAGS = ("-march=native",)
@@ -64,23 +65,39 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(lines)))
 
 
+def _compile(cxx: str, flags: tuple[str, ...], tmpdir: str) -> str | None:
+    """Each source to an object file, all at once (one process per source: the build is
+    compile-bound), then one link into tmpdir/lib.so; returns the first complaint or None."""
+    objs, procs = [], []
+    for s in SOURCES:
+        obj = os.path.join(tmpdir, s + ".o")
+        objs.append(obj)
+        cmd = [cxx, *flags, "-c", str(Path(__file__).parent / s), "-o", obj]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))  # fmt: skip
+    errors = [(p.communicate()[1], p.returncode) for p in procs]
+    for stderr, code in errors:
+        if code:
+            return (stderr.strip().splitlines()[-1:] or [f"exit code {code}"])[0]
+    r = subprocess.run([cxx, *flags, *objs, "-o", os.path.join(tmpdir, "lib.so")],
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode:
+        return (r.stderr.strip().splitlines()[-1:] or [f"exit code {r.returncode}"])[0]
+    return None
+
+
 def _build(cxx: str, out: Path) -> str | None:
     """Compile the sources into ``out``; returns the compiler's complaint on failure."""
-    src = [str(Path(__file__).parent / s) for s in SOURCES]
     out.parent.mkdir(parents=True, exist_ok=True)
-    # build under a temporary name and rename: concurrent processes (pytest -n, DDP ranks)
+    # build in a private directory and rename: concurrent processes (pytest -n, DDP ranks)
     # never load a half-written library
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    err = ""
-    for flags in (FLAGS + NATIVE_FLAGS, FLAGS):
-        r = subprocess.run([cxx, *flags, *src, "-o", tmp], capture_output=True, text=True)
-        if r.returncode == 0:
-            os.replace(tmp, out)
-            return None
-        err = r.stderr.strip().splitlines()[-1:] or [f"exit code {r.returncode}"]
-        err = err[0]
-    os.unlink(tmp)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmpdir:
+        err = None
+        for flags in (FLAGS + NATIVE_FLAGS, FLAGS):
+            err = _compile(cxx, flags, tmpdir)
+            if err is None:
+                os.replace(os.path.join(tmpdir, "lib.so"), out)
+                return None
     return err
 
 

@@ -9,12 +9,11 @@ conv over x repeated R times along channels needs no repeated copy of x.
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import torch
 from torch import Tensor
 
-from fastadl.cpu_kernels import accepts, library
+from fastadl.cpu_kernels import accepts, kernel
 
 CL = torch.channels_last
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -24,12 +23,6 @@ def native_ok(*ts: Tensor) -> bool:
     """Whether the C++ kernels are built and take these tensors (CPU, float32/64, no grad
     tracking needed: they are called inside hand-written backwards)."""
     return all(accepts(t) for t in ts)
-
-
-@functools.cache
-def _kernel(name: str, dtype: torch.dtype):
-    # looked up once: on 2²-map calls the Python side of a call is a good part of its cost
-    return getattr(library(), f"fastadl_dw_{name}_{_SUFFIX[dtype]}")
 
 
 def _cl(t: Tensor) -> Tensor:
@@ -45,7 +38,7 @@ def dw_conv(x: Tensor, w: Tensor, dilation: int, flip: bool = False) -> Tensor:
     if G % Cx:
         raise ValueError(f"kernel channels {G} are not a multiple of input channels {Cx}")
     out = torch.empty((B, G, H, W), dtype=x.dtype, memory_format=CL)
-    fn = _kernel("conv", x.dtype)
+    fn = kernel("dw_conv", x.dtype)
     strides = (ctypes.c_int64 * 3)(w.stride(0), w.stride(2), w.stride(3))
     fn(x.data_ptr(), w.data_ptr(), strides, out.data_ptr(), B, H, W, Cx, G, kh, kw, dilation,
        (kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation, int(flip))  # fmt: skip
@@ -59,7 +52,7 @@ def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     B, G, H, W = g.shape
     Cx = x.shape[1]
     gw = g.new_empty(G, 1, k, k)
-    fn = _kernel("wgrad", g.dtype)
+    fn = kernel("dw_wgrad", g.dtype)
     pad = (k - 1) // 2 * dilation
     fn(g.data_ptr(), x.data_ptr(), gw.data_ptr(), B, H, W, Cx, G, k, k, dilation, pad, pad)
     return gw
