@@ -20,6 +20,7 @@ from torch import Tensor
 
 from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.dw_crop import dw_weight_grad
+from fastadl.ops.fanout import conv_inputs
 from fastadl.ops.fanout_rows import pointwise_weight_grad_native
 
 
@@ -82,23 +83,25 @@ def cell_weight_grads(plan: CellPlan, P: int, shape, items) -> list[Tensor]:
     """The stacked conv weight gradients in the Function's kind order (plan.kinds of them).
 
     shape: (N, C, H, W) of one path; items: per group (x (P_g·N, C, H, W) channels-last, the
-    forward's intermediates, the backward's operands from fanout_backward)."""
+    forward's intermediates, the backward's operands from fanout_backward). The depthwise
+    outputs and ReLU(x̂) the forward did not keep are rebuilt here (fanout.conv_inputs)."""
     N, C, H, W = shape
     edge = plan.edge
     keys = ("D1", "gz1", "gd1", "Y", "D2", "gz2", "gd2")
     if H * W > BATCH_MAX_PIXELS:
         per_group = []
         for (x, inter, ops), g in zip(items, plan.groups, strict=True):
-            t = {**inter, **ops}
+            t = {**inter, **ops, **conv_inputs(x, inter, edge)}  # one group's at a time
             per_group.append(weight_grads(edge, x.shape[0], H, W, _relu_repeated(x, g.size),
                                           *(t[k] for k in keys)))  # fmt: skip
         return [torch.cat(parts) for parts in zip(*per_group, strict=True)]
     M = P * N * H * W
+    tables = [{**inter, **ops, **conv_inputs(x, inter, edge)} for x, inter, ops in items]
 
     def gather(key: str) -> Tensor | None:
         parts = []
-        for g, (x, inter, ops) in zip(plan.groups, items, strict=True):
-            t = _relu_repeated(x, g.size) if key == "re" else (inter if key in inter else ops)[key]
+        for g, (x, _, _), table in zip(plan.groups, items, tables, strict=True):
+            t = _relu_repeated(x, g.size) if key == "re" else table[key]
             if t is None:
                 return None
             parts.append(t)

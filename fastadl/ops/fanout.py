@@ -247,7 +247,9 @@ def fanout_forward(
         if S:
             mix_rows(out4, Z2.view(P, Q, S, E, C), gw.wf[n1:], accumulate=written)
             written = True
-        inter.update(D1=D1, Z1=Z1, Y=Y, D2=D2, Z2=Z2, inv1=inv1, inv2=inv2, wr1=wr1, wr2=wr2)
+        # D1, Y and D2 are not kept: only the conv weight gradients read them, and
+        # conv_inputs rebuilds them from x and Z1 for those (half the saved bytes of a cell)
+        inter.update(Z1=Z1, Z2=Z2, inv1=inv1, inv2=inv2, wr1=wr1, wr2=wr2)
     if not written:
         out.zero_()
 
@@ -259,6 +261,21 @@ def fanout_forward(
                 buf[:, lo : lo + n * E].view(Pc, n, E, C).copy_(st[i])
                 lo += n * E
     return out, (inter if want_inter else None)
+
+
+def conv_inputs(x: Tensor, inter: dict, plan: EdgePlan) -> dict:
+    """What fanout_forward computed but did not keep, rebuilt for the conv weight gradients
+    from x (P·N, C, H, W) and its intermediates: D1 (M, J, E, C) the first-stage depthwise
+    outputs, Y = ReLU(x̂) (M, S, E, C) of the separable first stages, D2 (M, S, E, C)."""
+    PN, _, H, W = x.shape
+    S = plan.S
+    runs1, runs2 = stage_runs(plan, H, W)
+    D1 = _dw_stage(torch.clamp_min(inter["x_cl"], 0), inter["wr1"], runs1, PN, H, W, shared=True)
+    Y = D2 = None
+    if S:
+        Y = torch.clamp_min(inter["Z1"][:, :S], 0)
+        D2 = _dw_stage(Y, inter["wr2"], runs2, PN, H, W, shared=False)
+    return dict(D1=D1, Y=Y, D2=D2)
 
 
 def _pools_grad(gp: Tensor, kinds, indices, x_cl: Tensor, gx: Tensor | None) -> Tensor:
@@ -325,7 +342,7 @@ def fanout_backward(
     ops = None
     if J:
         runs1, runs2 = stage_runs(plan, H, W)
-        Z1, Y, Z2 = inter["Z1"], inter["Y"], inter["Z2"]
+        Z1, Z2 = inter["Z1"], inter["Z2"]
         n1 = J - S
         wf = gw.wf  # (J, E)
         Z1v = Z1.view(P, Q, J, E, C)
@@ -360,11 +377,13 @@ def fanout_backward(
             gd2 = pointwise_input_grad(gz2, gw.pw2)
             gy = _dw_stage_input_grad(gd2, inter["wr2"], runs2, PN, H, W)  # (M, S, E, C)
             gyv = gy.view(P, Q, S, E, C)
-            if batch:  # BN of the sep first stages with ReLU after it, upstream gradient gy
+            # BN of the sep first stages with a ReLU after it, upstream gradient gy; the ReLU
+            # passes where x̂ > 0 (Y = ReLU(x̂) is not kept)
+            if batch:
                 bn_backward(gyv, Z1v[:, :, :S], inv1[:, :S], gz1v[:, :, :S],
-                            mask=Y.view(P, Q, S, E, C))  # fmt: skip
+                            mask=Z1v[:, :, :S])  # fmt: skip
             else:
-                gy = fk.relu_grad_to(gy, Y, gy).view(P, Q, S, E, C)
+                gy = fk.relu_grad_to(gy, Z1[:, :S], gy).view(P, Q, S, E, C)
                 torch.mul(gy, inv1[:, :S].unsqueeze(1), out=gz1v[:, :, :S])
         if need_w:
             gf = torch.cat(parts) if len(parts) > 1 else parts[0]  # (J, E)
