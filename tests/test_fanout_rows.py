@@ -140,38 +140,3 @@ def test_pointwise_weight_grad_native(C, dtype):
     want = torch.einsum("mreo,mrei->reoi", gz, d)
     torch.testing.assert_close(fr.pointwise_weight_grad_native(gz, d), want, **_tol(dtype))
     assert fr.pointwise_weight_grad_native(gz[..., 1:], d[..., 1:]) is None
-
-
-def test_threaded_calls_equal_serial_ones():
-    """Large calls split their channels (or (kind, edge) pairs) between threads (parallel.h):
-    each value is computed by the same arithmetic, so the results are bit-identical."""
-    from fastadl.cpu_kernels import set_threads
-
-    gen = _gen(7)
-    P, Q, n, E, C = 2, 1024, 3, 5, 8  # 245,760 values: above the threaded-work floor
-    z0 = torch.randn(P, Q, n, E, C, generator=gen)
-    g = torch.randn(P, Q, 1, E, C, generator=gen).expand(P, Q, n, E, C)
-    w = torch.randn(n, E, generator=gen)
-    d = torch.randn(P * Q, n, E, C, generator=gen)
-    pw = torch.randn(n, E, C, C, generator=gen)
-
-    def run():
-        z = z0.clone()
-        stats = fr._bn_forward_native(z, 1e-5)
-        gz = torch.empty_like(z)
-        gsum = fr._bn_backward_native(g, z, stats[2], gz, w, want_gsum=True)
-        out = torch.zeros(P, Q, E, C)
-        fr._mix_rows_native(out, z, w, accumulate=False)
-        pout = torch.empty_like(d)
-        assert fr.pointwise_native(d, pw, pout, transpose=False)
-        return [z, *stats, gz, gsum, out, pout, fr.pointwise_weight_grad_native(d, d)]
-
-    try:
-        set_threads(1)
-        serial = run()
-        set_threads(2)
-        threaded = run()
-    finally:
-        set_threads(1)
-    for a, b in zip(threaded, serial, strict=True):
-        assert torch.equal(a, b)

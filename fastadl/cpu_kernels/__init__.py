@@ -29,8 +29,7 @@ import torch
 from fastadl.cache import cache_root
 
 SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp")
-HEADERS = ("parallel.h",)
-FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-pthread")  # -shared: link
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")  # -shared: the link
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
 # different machines gets one library per CPU.
 NATIVE_FLAGS = ("-march=native",)
@@ -103,7 +102,6 @@ def _build(cxx: str, out: Path) -> str | None:
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
-    lib.fastadl_set_threads.argtypes, lib.fastadl_set_threads.restype = [ctypes.c_int], None
     for pattern, argtypes in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             fn = getattr(lib, pattern.format(suffix))
@@ -124,7 +122,7 @@ def library() -> ctypes.CDLL | None:
     digest = hashlib.sha256()
     for part in (*SOURCES, cxx, *FLAGS, *NATIVE_FLAGS, _cpu_signature()):
         digest.update(part.encode())
-    for s in SOURCES + HEADERS:
+    for s in SOURCES:
         digest.update((Path(__file__).parent / s).read_bytes())
     path = cache_root() / "cpu_kernels" / digest.hexdigest()[:16] / "libfastadl_cpu.so"
     if not path.exists():
@@ -153,14 +151,3 @@ def accepts(t) -> bool:
     """Whether the kernels are built and take tensor t: a plain CPU tensor (not a subclass such
     as FakeTensor or a tracing wrapper, whose data pointer is not real data), float32/64."""
     return type(t) is torch.Tensor and t.is_cpu and t.dtype in _SUFFIX and library() is not None
-
-
-_threads = [1]
-
-
-def set_threads(n: int) -> None:
-    """How many threads the kernels may split a large call between (parallel.h); the cell path
-    passes torch's intra-op count, which is 1 inside its small cells (ops/small_work.py)."""
-    if n != _threads[0] and library() is not None:
-        library().fastadl_set_threads(n)
-        _threads[0] = n

@@ -6,15 +6,9 @@
 // (a BatchNorm'd branch kind), edge e < E, channel c < C. Every tensor is a base pointer plus
 // strides for (p, q, r, e) in elements; c is always contiguous. Statistics are over q, per
 // (p, r, e, c); sums are accumulated in double.
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
-
-#include "parallel.h"
-
-static std::atomic<int> g_threads{1};
-int fastadl_threads() { return g_threads.load(std::memory_order_relaxed); }
 
 namespace {
 
@@ -33,37 +27,34 @@ template <typename T>
 void bn_forward(T* z, const int64_t* zs, T* mean, T* var, T* inv, int64_t P, int64_t Q,
                 int64_t n, int64_t E, int64_t C, double eps) {
   const Layout L = layout(zs);
-  // channels are independent: threads take channel chunks
-  parallel_chunks(C, 16, P * Q * n * E * C, [&](int64_t c0, int64_t c1) {
   std::vector<double> acc(C);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t r = 0; r < n; ++r)
       for (int64_t e = 0; e < E; ++e) {
         const int64_t o = ((p * n + r) * E + e) * C;
-        for (int64_t c = c0; c < c1; ++c) acc[c] = 0;
+        for (int64_t c = 0; c < C; ++c) acc[c] = 0;
         for (int64_t q = 0; q < Q; ++q) {
           const T* zr = z + L.at(p, q, r, e);
-          for (int64_t c = c0; c < c1; ++c) acc[c] += zr[c];
+          for (int64_t c = 0; c < C; ++c) acc[c] += zr[c];
         }
-        for (int64_t c = c0; c < c1; ++c) mean[o + c] = static_cast<T>(acc[c] / Q), acc[c] = 0;
+        for (int64_t c = 0; c < C; ++c) mean[o + c] = static_cast<T>(acc[c] / Q), acc[c] = 0;
         for (int64_t q = 0; q < Q; ++q) {
           T* zr = z + L.at(p, q, r, e);
-          for (int64_t c = c0; c < c1; ++c) {
+          for (int64_t c = 0; c < C; ++c) {
             T d = zr[c] - mean[o + c];
             zr[c] = d;
             acc[c] += static_cast<double>(d) * d;
           }
         }
-        for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t c = 0; c < C; ++c) {
           var[o + c] = static_cast<T>(acc[c] / Q);
           inv[o + c] = static_cast<T>(1.0 / std::sqrt(acc[c] / Q + eps));
         }
         for (int64_t q = 0; q < Q; ++q) {
           T* zr = z + L.at(p, q, r, e);
-          for (int64_t c = c0; c < c1; ++c) zr[c] *= inv[o + c];
+          for (int64_t c = 0; c < C; ++c) zr[c] *= inv[o + c];
         }
       }
-  });
 }
 
 // out[p, q, e, c] (+)= sum_r w[r, e'] * x[p, q, r, e, c]; out: (P, Q, E, C) contiguous; the
@@ -76,20 +67,18 @@ void mix_rows(T* out, const T* x, const int64_t* xs, const T* w, const int64_t* 
   std::vector<T> wk(n * E * C);  // the weight of every (r, e, c)
   for (int64_t r = 0; r < n; ++r)
     for (int64_t k = 0; k < E * C; ++k) wk[r * E * C + k] = w[r * ws[0] + k / Cw * ws[1]];
-  parallel_chunks(C, 16, P * Q * n * E * C, [&](int64_t c0, int64_t c1) {
   for (int64_t p = 0; p < P; ++p)
     for (int64_t q = 0; q < Q; ++q)
       for (int64_t e = 0; e < E; ++e) {
         T* o = out + ((p * Q + q) * E + e) * C;
         if (!accumulate)
-          for (int64_t c = c0; c < c1; ++c) o[c] = 0;
+          for (int64_t c = 0; c < C; ++c) o[c] = 0;
         for (int64_t r = 0; r < n; ++r) {
           const T* xr = x + L.at(p, q, r, e);
           const T* wr = wk.data() + (r * E + e) * C;
-          for (int64_t c = c0; c < c1; ++c) o[c] += wr[c] * xr[c];
+          for (int64_t c = 0; c < C; ++c) o[c] += wr[c] * xr[c];
         }
       }
-  });
 }
 
 // The backward of a BatchNorm'd row (batch statistics) followed by a weight w[r, e]:
@@ -107,37 +96,34 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
                  int64_t C, int64_t Cw) {
   const Layout G = layout(gs), X = layout(xs), Z = layout(zs);
   const Layout M = mask ? layout(ms) : Layout{0, 0, 0, 0};
+  std::vector<double> sg(C), sx(C);
+  std::vector<T> a(C), b(C);
   const int64_t nw = E * C / Cw;  // weights per row
   if (gsum)
     for (int64_t i = 0; i < n * nw; ++i) gsum[i] = 0;
-  // channel chunks aligned to Cw: each gsum entry has one writer
-  const int64_t align = Cw * ((16 + Cw - 1) / Cw);
-  parallel_chunks(C, align, P * Q * n * E * C, [&](int64_t c0, int64_t c1) {
-  std::vector<double> sg(C), sx(C);
-  std::vector<T> a(C), b(C);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t r = 0; r < n; ++r)
       for (int64_t e = 0; e < E; ++e) {
-        for (int64_t c = c0; c < c1; ++c) sg[c] = 0, sx[c] = 0;
+        for (int64_t c = 0; c < C; ++c) sg[c] = 0, sx[c] = 0;
         for (int64_t q = 0; q < Q; ++q) {
           const T* gr = g + G.at(p, q, r, e);
           const T* xr = xh + X.at(p, q, r, e);
           if (mask) {
             const T* mr = mask + M.at(p, q, r, e);
-            for (int64_t c = c0; c < c1; ++c) {
+            for (int64_t c = 0; c < C; ++c) {
               const T v = gr[c] * static_cast<T>(mr[c] > 0);  // branch-free: vectorises
               sg[c] += v;
               sx[c] += static_cast<double>(v) * xr[c];
             }
           } else {
-            for (int64_t c = c0; c < c1; ++c) {
+            for (int64_t c = 0; c < C; ++c) {
               sg[c] += gr[c];
               sx[c] += static_cast<double>(gr[c]) * xr[c];
             }
           }
         }
         const T* iv = inv + p * is[0] + r * is[1] + e * is[2];
-        for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t c = 0; c < C; ++c) {
           const int64_t k = (e * C + c) / Cw;
           a[c] = (w ? w[r * ws[0] + k * ws[1]] : T(1)) * iv[c];  // gz = a (g' - m) - b xhat
           b[c] = static_cast<T>(a[c] * (sx[c] / Q));
@@ -150,17 +136,16 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
           T* zr = gz + Z.at(p, q, r, e);
           if (mask) {
             const T* mr = mask + M.at(p, q, r, e);
-            for (int64_t c = c0; c < c1; ++c) {
+            for (int64_t c = 0; c < C; ++c) {
               const T v = gr[c] * static_cast<T>(mr[c] > 0);  // branch-free: vectorises
               zr[c] = a[c] * (v - static_cast<T>(sg[c])) - b[c] * xr[c];
             }
           } else {
-            for (int64_t c = c0; c < c1; ++c)
+            for (int64_t c = 0; c < C; ++c)
               zr[c] = a[c] * (gr[c] - static_cast<T>(sg[c])) - b[c] * xr[c];
           }
         }
       }
-  });
 }
 
 // The pool/skip rows' mixing backward: for rows x (n, M, C) contiguous shared by the E edges
@@ -195,8 +180,6 @@ void mix_backward(const T* g, const T* x, const T* w, const int64_t* ws, T* gx, 
 }  // namespace
 
 extern "C" {
-
-void fastadl_set_threads(int n) { g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed); }
 
 #define FASTADL_BN(T, S)                                                                     \
   void fastadl_bn_forward_##S(T* z, const int64_t* zs, T* mean, T* var, T* inv, int64_t P,  \

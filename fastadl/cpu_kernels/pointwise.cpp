@@ -11,8 +11,6 @@
 #include <cstring>
 #include <vector>
 
-#include "parallel.h"
-
 namespace {
 
 // One row's product with the output held in registers: N (= C) known at compile time.
@@ -101,11 +99,9 @@ inline void row_any(const T* dr, T* orow, const T* wt, int64_t C) {
 template <typename T>
 void pointwise(const T* d, T* out, const T* w, const int64_t* ws, int64_t M, int64_t sm,
                int64_t R, int64_t E, int64_t C, int transpose) {
-  // each (r, e) is independent: threads take ranges of them
-  parallel_chunks(R * E, 1, M * R * E * C, [&](int64_t re0, int64_t re1) {
   std::vector<T> wt(C * C);  // wt[i, o]: the input i's column, outputs contiguous
-  for (int64_t re = re0; re < re1; ++re) {
-      const int64_t r = re / E, e = re % E;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t e = 0; e < E; ++e) {
       const T* wre = w + r * ws[0] + e * ws[1];
       for (int64_t o = 0; o < C; ++o)
         for (int64_t i = 0; i < C; ++i)
@@ -135,7 +131,6 @@ void pointwise(const T* d, T* out, const T* w, const int64_t* ws, int64_t M, int
         }
       }
     }
-  });
 }
 
 // The weight gradient: gw[r, e, o, i] = sum_m g[m, r, e, o] d[m, r, e, i], gw (R, E, C, C)
@@ -198,9 +193,8 @@ inline bool wgrad_special<float>(const float* g, const float* d, float* gw, int6
 template <typename T>
 void pointwise_wgrad(const T* g, const T* d, T* gw, int64_t M, int64_t sm, int64_t R,
                      int64_t E, int64_t C) {
-  parallel_chunks(R * E, 1, M * R * E * C, [&](int64_t re0, int64_t re1) {
-  for (int64_t re = re0; re < re1; ++re) {
-      const int64_t r = re / E, e = re % E;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t e = 0; e < E; ++e) {
       const int64_t off = (r * E + e) * C;
       T* out = gw + (r * E + e) * C * C;
       if (wgrad_special<T>(g, d, out, M, sm, off, C)) continue;
@@ -216,7 +210,6 @@ void pointwise_wgrad(const T* g, const T* d, T* gw, int64_t M, int64_t sm, int64
                 out[o * C + i] += g[m * sm + off + o] * d[m * sm + off + i];
       }
     }
-  });
 }
 
 }  // namespace

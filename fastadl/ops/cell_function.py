@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from fastadl.cpu_kernels import set_threads
 from fastadl.ops.cell_plan import CellPlan
 from fastadl.ops.cell_wgrad import cell_weight_grads
 from fastadl.ops.conv_runs import run_weight
@@ -215,7 +214,6 @@ class CellFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan, P, rstats, recompute, s0, betas, weights, *rest):
-        set_threads(torch.get_num_threads())  # the C++ kernels' share of the threads
         s1s, params = rest[:P], rest[P:]
         x0 = s0.contiguous(memory_format=CL)
         x1 = (torch.cat(s1s) if P > 1 else s1s[0]).contiguous(memory_format=CL)
@@ -241,7 +239,6 @@ class CellFunction(torch.autograd.Function):
     @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, g, _gm, _gv):
         with threads_for(*ctx.work):
-            set_threads(torch.get_num_threads())
             return CellFunction._backward(ctx, g)
 
     @staticmethod
