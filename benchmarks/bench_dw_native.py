@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 import fastadl.ops.dw_crop as dw_crop
-from fastadl.ops.dw_native import dw_conv, dw_weight_grad, native_ok
+from fastadl.cpu_kernels import accepts
+from fastadl.ops.dw_native import dw_conv, dw_weight_grad
 
 SHAPES = [  # B, G, H, W, k, dilation
     (2, 1280, 2, 2, 3, 1), (4, 1280, 2, 2, 3, 1), (6, 256, 4, 4, 5, 1), (6, 640, 4, 4, 5, 1),
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                     help="ATen's intra-op thread counts to compare with (default: 1 2)")  # fmt: skip
     args = ap.parse_args()
-    if not native_ok(torch.zeros(1)):
+    if not accepts(torch.zeros(1)):
         raise SystemExit("bench_dw_native: the C++ kernels did not build (see the warning)")
     head = " ".join(f"aten@{n}" for n in args.threads)
     print(f"{'B, G, H, W, k, d':24} forward µs: native {head} | weight grad µs: native {head}")

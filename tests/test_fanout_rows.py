@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastadl.cpu_kernels import accepts
 from fastadl.ops import fanout_rows as fr
-from fastadl.ops.dw_native import native_ok
 
 
 @pytest.fixture(autouse=True)
 def _need_kernels():
-    if not native_ok(torch.zeros(1)):
+    if not accepts(torch.zeros(1)):
         pytest.skip("the C++ kernels did not build on this machine (see the warning)")
 
 

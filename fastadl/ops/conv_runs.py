@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastadl.cpu_kernels import accepts
 from fastadl.ops.dw_crop import reach
-from fastadl.ops.dw_native import dw_conv, native_ok
+from fastadl.ops.dw_native import dw_conv
 
 MERGE_MAX_PIXELS = 256  # 16×16: above it the arithmetic, not the call count, sets the time
 MERGE_MAX_TAPS = 25
@@ -128,7 +129,7 @@ def run_forward(x: Tensor, w: Tensor, run: ConvRun) -> Tensor:
     when every kind and edge of a stage reads the same state) → (B, K, H, W) channels-last."""
     B, Cx, H, W = x.shape
     K = w.shape[0]
-    if H * W <= NATIVE_MAX_PIXELS and native_ok(x) and run.kh * run.kw > 1:
+    if H * W <= NATIVE_MAX_PIXELS and accepts(x) and run.kh * run.kw > 1:
         return dw_conv(x, w, run.dilation)  # reads the repeats in place
     if Cx != K:
         rows = x.permute(0, 2, 3, 1).unsqueeze(3).expand(B, H, W, K // Cx, Cx)
@@ -142,6 +143,6 @@ def run_input_grad(g: Tensor, w: Tensor, run: ConvRun) -> Tensor:
     """dL/dx of run_forward for dL/d out = g: the same conv with the kernel flipped."""
     if run.kh == run.kw == 1:
         return g * w.view(1, -1, 1, 1)
-    if g.shape[2] * g.shape[3] <= NATIVE_MAX_PIXELS and native_ok(g):
+    if g.shape[2] * g.shape[3] <= NATIVE_MAX_PIXELS and accepts(g):
         return dw_conv(g, w, run.dilation, flip=True)
     return F.conv2d(g, w.flip((-2, -1)), None, 1, run.pad, run.dilation, g.shape[1])

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastadl.cpu_kernels import accepts
 from fastadl.ops.dw_native import dw_weight_grad as native_weight_grad
-from fastadl.ops.dw_native import native_ok
 
 
 def reach(k: int, dilation: int, size: int) -> int:
@@ -66,7 +66,7 @@ def _swapped_weight_grad(g: Tensor, x: Tensor, kh: int, kw: int, dilation: int, 
 def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     """dL/dw (G, 1, k, k) of a full k×k 'same' depthwise conv for dL/d out = g; g, x channels-last."""
     G, H, W = x.shape[1], x.shape[2], x.shape[3]
-    if H * W <= NATIVE_WGRAD_MAX_PIXELS and native_ok(x):
+    if H * W <= NATIVE_WGRAD_MAX_PIXELS and accepts(x):
         return native_weight_grad(g, x, k, dilation)
     half = (k - 1) // 2
     rh, rw = reach(k, dilation, H), reach(k, dilation, W)

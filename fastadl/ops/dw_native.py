@@ -13,16 +13,9 @@ import ctypes
 import torch
 from torch import Tensor
 
-from fastadl.cpu_kernels import accepts, kernel
+from fastadl.cpu_kernels import kernel
 
 CL = torch.channels_last
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-
-
-def native_ok(*ts: Tensor) -> bool:
-    """Whether the C++ kernels are built and take these tensors (CPU, float32/64, no grad
-    tracking needed: they are called inside hand-written backwards)."""
-    return all(accepts(t) for t in ts)
 
 
 def _cl(t: Tensor) -> Tensor:

@@ -319,9 +319,8 @@ def fanout_backward(
     if A:
         Am = inter["Ab"].permute(0, 2, 3, 1).reshape(A, M, C)
         gA = None
-        if (
-            need_x or need_w
-        ):  # gA[a] = Σ_e g[:, e] wa[a, e]; ga[a, e] = Σ_{m,c} g[m, e, c] A[a, m, c]
+        # gA[a] = Σ_e g[:, e] wa[a, e]; ga[a, e] = Σ_{m,c} g[m, e, c] A[a, m, c]
+        if need_x or need_w:
             gA, ga = mix_backward(g.contiguous(), Am, gw.wa, need_w)
         if need_x:
             if plan.skip:

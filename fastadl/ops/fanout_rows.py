@@ -15,15 +15,10 @@ import ctypes
 
 from torch import Tensor
 
-from fastadl.cpu_kernels import accepts as native_ok
-from fastadl.cpu_kernels import kernel
+from fastadl.cpu_kernels import accepts, kernel
 
 _S4 = ctypes.c_int64 * 4
 _S2 = ctypes.c_int64 * 2
-
-
-def _fn(name: str, t: Tensor):
-    return kernel(name, t.dtype)
 
 
 def _rows(t: Tensor):
@@ -55,8 +50,20 @@ def _bn_forward_native(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
         Ek, Ck = 1, E * C
         if n == 1 or z.stride(2) == E * C:
             nk, Ck = 1, n * E * C
-    _fn("bn_forward", z)(z.data_ptr(), strides, mean.data_ptr(), var.data_ptr(), inv.data_ptr(),
-                         P, Q, nk, Ek, Ck, eps)  # fmt: skip
+    fn = kernel("bn_forward", z.dtype)
+    fn(
+        z.data_ptr(),
+        strides,
+        mean.data_ptr(),
+        var.data_ptr(),
+        inv.data_ptr(),
+        P,
+        Q,
+        nk,
+        Ek,
+        Ck,
+        eps,
+    )
     return mean, var, inv
 
 
@@ -66,8 +73,9 @@ def _mix_rows_native(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> Non
     if not out.is_contiguous() or out.shape != (P, Q, E, C):
         raise ValueError(f"out must be a contiguous {(P, Q, E, C)}, got {tuple(out.shape)}")
     Ek, Ck = (1, E * C) if _edge_channel_merge(x) else (E, C)
-    _fn("mix_rows", x)(out.data_ptr(), x.data_ptr(), _rows(x), w.data_ptr(), _w(w), P, Q, n, Ek, Ck,
-                       C, int(accumulate))  # fmt: skip
+    fn = kernel("mix_rows", x.dtype)
+    fn(out.data_ptr(), x.data_ptr(), _rows(x), w.data_ptr(), _w(w), P, Q, n, Ek, Ck, C,
+       int(accumulate))  # fmt: skip
 
 
 def _bn_backward_native(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Tensor | None = None,
@@ -77,7 +85,7 @@ def _bn_backward_native(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Ten
     gsum = xhat.new_empty(n, E) if want_gsum else None
     merge = _edge_channel_merge(g, xhat, inv, gz, *(() if mask is None else (mask,)))
     Ek, Ck = (1, E * C) if merge else (E, C)
-    _fn("bn_backward", xhat)(
+    kernel("bn_backward", xhat.dtype)(
         g.data_ptr(), _rows(g), None if mask is None else mask.data_ptr(),
         None if mask is None else _rows(mask), xhat.data_ptr(), _rows(xhat), inv.data_ptr(),
         _S4(*inv.stride()[:3], 0), None if w is None else w.data_ptr(),
@@ -97,7 +105,7 @@ def _mix_backward_native(
         raise ValueError("mix_backward needs contiguous x and g")
     gx = x.new_empty(n, M, C)
     gw = x.new_empty(n, E) if want_gw else None
-    _fn("mix_backward", x)(g.data_ptr(), x.data_ptr(), w.data_ptr(), _w(w), gx.data_ptr(),
+    kernel("mix_backward", x.dtype)(g.data_ptr(), x.data_ptr(), w.data_ptr(), _w(w), gx.data_ptr(),
                            None if gw is None else gw.data_ptr(), n, M, E, C)  # fmt: skip
     return gx, gw
 
@@ -107,18 +115,25 @@ def _mix_backward_native(
 NATIVE_POINTWISE_CHANNELS = (8, 16, 32)
 
 
+def _pointwise_rows(a: Tensor, b: Tensor) -> bool:
+    """Whether the 1×1 kernels take (M, R, E, C) operands a, b: a channel count they are faster
+    at, and contiguous (r, e, c) rows in both."""
+    M, R, E, C = a.shape
+    rows = (R * E * C, E * C, C, 1)
+    return C in NATIVE_POINTWISE_CHANNELS and accepts(a) and a.stride() == b.stride() == rows
+
+
 def pointwise_native(d: Tensor, pw: Tensor, out: Tensor, transpose: bool) -> bool:
     """out[m, r, e] = pw[r, e] @ d[m, r, e] (pwᵀ with ``transpose``) by the C++ kernel, for d,
     out (M, R, E, C) with contiguous (r, e, c) rows and pw (R, E, C, C); False (nothing done)
     where the kernel is not the faster route."""
     M, R, E, C = d.shape
-    if C not in NATIVE_POINTWISE_CHANNELS or not native_ok(d):
+    if not _pointwise_rows(d, out):
         return False
     sm = R * E * C
-    if d.stride() != (sm, E * C, C, 1) or out.stride() != d.stride():
-        return False
-    _fn("pointwise", d)(d.data_ptr(), out.data_ptr(), pw.data_ptr(), _S4(*pw.stride()), M, sm,
-                        R, E, C, int(transpose))  # fmt: skip
+    fn = kernel("pointwise", d.dtype)
+    fn(d.data_ptr(), out.data_ptr(), pw.data_ptr(), _S4(*pw.stride()), M, sm, R, E, C,
+       int(transpose))  # fmt: skip
     return True
 
 
@@ -126,13 +141,11 @@ def pointwise_weight_grad_native(gz: Tensor, d: Tensor) -> Tensor | None:
     """Σ_m gz[m, r, e]ᵀ d[m, r, e] as (R, E, C, C) (out, in) by the C++ kernel, for gz, d
     (M, R, E, C) with contiguous (r, e, c) rows; None where the kernel is not the route."""
     M, R, E, C = gz.shape
+    if not _pointwise_rows(gz, d):
+        return None
     sm = R * E * C
-    if C not in NATIVE_POINTWISE_CHANNELS or not native_ok(gz):
-        return None
-    if gz.stride() != (sm, E * C, C, 1) or d.stride() != gz.stride():
-        return None
     gw = gz.new_empty(R, E, C, C)
-    _fn("pointwise_wgrad", gz)(gz.data_ptr(), d.data_ptr(), gw.data_ptr(), M, sm, R, E, C)
+    kernel("pointwise_wgrad", gz.dtype)(gz.data_ptr(), d.data_ptr(), gw.data_ptr(), M, sm, R, E, C)
     return gw
 
 
@@ -171,13 +184,13 @@ def _mix_backward_aten(g, x, w, want_gw):
 def bn_forward_(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Normalise z (P, Q, n, E, C) in place over Q; returns (mean, biased var, 1/sqrt(var+eps)),
     each (P, n, E, C)."""
-    return (_bn_forward_native if native_ok(z) else _bn_forward_aten)(z, eps)
+    return (_bn_forward_native if accepts(z) else _bn_forward_aten)(z, eps)
 
 
 def mix_rows(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> None:
     """out[p, q, e] (+)= Σ_r w[r, e] x[p, q, r, e]; out (P, Q, E, C) contiguous, x (P, Q, n, E, C),
     w (n, E)."""
-    (_mix_rows_native if native_ok(x) else _mix_rows_aten)(out, x, w, accumulate)
+    (_mix_rows_native if accepts(x) else _mix_rows_aten)(out, x, w, accumulate)
 
 
 def bn_backward(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Tensor | None = None,
@@ -185,11 +198,11 @@ def bn_backward(g: Tensor, xhat: Tensor, inv: Tensor, gz: Tensor, w: Tensor | No
     """gz ← w ι (g' - mean g' - x̂ mean(g'·x̂)) with g' = g·[mask > 0]: g, x̂, gz, mask
     (P, Q, n, E, C) views (gz may be g itself), inv (P, n, E, C), w (n, E) or None for 1.
     Returns Σ_{p,q,c} g'·x̂ (n, E) when want_gsum (a final row's mixing-weight gradient)."""
-    fn = _bn_backward_native if native_ok(xhat) else _bn_backward_aten
+    fn = _bn_backward_native if accepts(xhat) else _bn_backward_aten
     return fn(g, xhat, inv, gz, w, mask, want_gsum)
 
 
 def mix_backward(g: Tensor, x: Tensor, w: Tensor, want_gw: bool) -> tuple[Tensor, Tensor | None]:
     """Rows x (n, M, C) shared by the E edges, weighted by w (n, E), dL/d out = g (M, E, C)
     → (dL/dx (n, M, C), dL/dw (n, E) or None)."""
-    return (_mix_backward_native if native_ok(x) else _mix_backward_aten)(g, x, w, want_gw)
+    return (_mix_backward_native if accepts(x) else _mix_backward_aten)(g, x, w, want_gw)
