@@ -19,8 +19,10 @@ from torch import nn
 
 from fastadl import PRIMITIVES, SearchCell, SuperNet, convert_mixed_ops
 from fastadl.cell_topology import num_edges
-from fastadl.ops import cell_fast, conv_runs, dw_crop
+from fastadl.cpu_kernels import accepts
+from fastadl.ops import cell_fast, conv_runs, dw_crop, fanout
 from fastadl.ops.cell_function import CellFunction
+from fastadl.ops.fanout_native import group_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,9 +125,18 @@ def test_running_statistics_follow_the_sequential_per_path_updates():
     ],
 )
 @pytest.mark.parametrize(("C", "size"), [(3, (9, 7)), (17, (4, 4)), (5, (2, 3))])
-def test_search_cell_on_three_paths_matches_reference(prims, C, size):
+@pytest.mark.parametrize("route", ["group kernel", "per-kernel calls"])
+def test_search_cell_on_three_paths_matches_reference(prims, C, size, route, monkeypatch):
     """SearchCell.forward_paths (one trellis node) for any primitive subset, both pointwise
-    GEMM layouts (C < 16 block-diagonal, C >= 16 batched) and merged/cropped conv runs."""
+    GEMM layouts (C < 16 block-diagonal, C >= 16 batched) and merged/cropped conv runs; the
+    groups' forward as one C++ call (fastadl/ops/fanout_native.py) and as separate calls."""
+    calls = []
+    if route == "per-kernel calls":
+        monkeypatch.setattr(fanout, "group_native_ok", lambda *a: False)
+    else:
+        monkeypatch.setattr(
+            fanout, "group_forward", lambda *a: calls.append(1) or group_forward(*a)
+        )
     torch.manual_seed(0)
     ref = SearchCell(C, 3, prims, backend="reference").double().train()
     fast = convert_mixed_ops(copy.deepcopy(ref), "fused")
@@ -144,6 +155,8 @@ def test_search_cell_on_three_paths_matches_reference(prims, C, size):
         getattr(fast, mode)()
         assert_same(run(fast), run(ref), mode)
     assert_same(list(fast.buffers()), list(ref.buffers()), "buffer")
+    if route == "group kernel" and accepts(s0):
+        assert calls, "the group kernel was not used"
 
 
 def count_cell_calls(monkeypatch) -> list[int]:

@@ -28,7 +28,7 @@ import torch
 
 from fastadl.cache import cache_root
 
-SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp")
+SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp", "group.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")  # -shared: the link
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
 # different machines gets one library per CPU.
@@ -37,6 +37,7 @@ NATIVE_FLAGS = ("-march=native",)
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 SIGNATURES = {  # name: argument types (all return void)
     "fastadl_dw_conv_{}": [_P, _P, _P, _P] + [_I] * 10 + [ctypes.c_int],
+    "fastadl_dw_conv_ex_{}": [_P, _P, _P, _P] + [_I] * 10 + [ctypes.c_int, _I, _I, ctypes.c_int],
     "fastadl_dw_wgrad_{}": [_P, _P, _P] + [_I] * 10,
     "fastadl_bn_forward_{}": [_P] * 5 + [_I] * 5 + [ctypes.c_double],
     "fastadl_mix_rows_{}": [_P] * 5 + [_I] * 6 + [ctypes.c_int],
@@ -46,6 +47,7 @@ SIGNATURES = {  # name: argument types (all return void)
     "fastadl_pointwise_wgrad_{}": [_P] * 3 + [_I] * 5,
     "fastadl_pools_forward_{}": [_P] * 4 + [_I] * 4,
     "fastadl_pools_backward_{}": [_P] * 4 + [_I] * 4 + [ctypes.c_int],
+    "fastadl_group_forward_{}": [_P, ctypes.c_double],
 }
 
 

@@ -69,6 +69,10 @@ inline int64_t vector_offsets(int64_t C, int64_t L, std::vector<int64_t>& off) {
 
 struct Geometry {
   int64_t B, H, W, Cx, G, kh, kw, d, ph, pw;
+  int64_t sx = 0, so = 0;  // elements per pixel of x and of out (0: Cx and G, dense)
+  bool relu = false;       // read ReLU(x) (the group kernels' convs of a ReLU'd state)
+  int64_t xs() const { return sx ? sx : Cx; }
+  int64_t os() const { return so ? so : G; }
 };
 
 // A tile of NV channel vectors of x, copied into (B, H, W + 2*pw, NV*L) with pw zero columns
@@ -82,11 +86,17 @@ const T* padded_tile(const T* x, const int64_t* c, const Geometry& q, std::vecto
   buf.resize(static_cast<size_t>(q.B * q.H * Wp * NV * L));
   T* p = buf.data();
   for (int64_t row = 0; row < q.B * q.H; ++row) {
-    const T* xr = x + row * q.W * q.Cx;
+    const int64_t sx = q.xs();
+    const T* xr = x + row * q.W * sx;
     std::fill(p, p + q.pw * NV * L, T(0));
     p += q.pw * NV * L;
+    const V zero = {};
     for (int64_t v = 0; v < q.W; ++v, p += NV * L)
-      for (int n = 0; n < NV; ++n) store(p + n * L, load<V>(xr + v * q.Cx + c[n]));
+      for (int n = 0; n < NV; ++n) {
+        V xv = load<V>(xr + v * sx + c[n]);
+        if (q.relu) xv = xv > zero ? xv : zero;
+        store(p + n * L, xv);
+      }
     std::fill(p, p + q.pw * NV * L, T(0));
     p += q.pw * NV * L;
   }
@@ -124,7 +134,7 @@ inline void conv_tile(const T* xp, const T* wt, T* o, const int64_t* c, const Ge
     }
   }
   for (int p = 0; p < P; ++p)
-    for (int n = 0; n < NV; ++n) store(o + p * q.G + c[n], acc[p][n]);
+    for (int n = 0; n < NV; ++n) store(o + p * q.os() + c[n], acc[p][n]);
 }
 
 // All outputs of one tile of NV vectors (every repeat, image, row), pixels 8 (one vector only),
@@ -141,14 +151,15 @@ void conv_group(const T* x, const T* wt, T* out, const int64_t* c, const Geometr
       row_taps(h, q.kh, q, i0, i1);
       const T* xp = tile + ((b * q.H + h - q.ph) * Wp) * S;  // row of tap 0 (maybe off the map)
       for (int64_t r = 0; r < q.G / q.Cx; ++r) {
-        T* o = out + (b * q.H + h) * q.W * q.G + r * q.Cx;
+        const int64_t so = q.os();
+        T* o = out + (b * q.H + h) * q.W * so + r * q.Cx;
         const T* wr = wt + r * q.Cx;
         int64_t v = 0;
         if (NV == 1)  // 8 independent chains either way
-          for (; v + 8 <= q.W; v += 8) conv_tile<V, 8, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
-        for (; v + 4 <= q.W; v += 4) conv_tile<V, 4, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
-        for (; v + 2 <= q.W; v += 2) conv_tile<V, 2, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
-        for (; v < q.W; ++v) conv_tile<V, 1, NV>(xp + v * S, wr, o + v * q.G, c, q, i0, i1);
+          for (; v + 8 <= q.W; v += 8) conv_tile<V, 8, NV>(xp + v * S, wr, o + v * so, c, q, i0, i1);
+        for (; v + 4 <= q.W; v += 4) conv_tile<V, 4, NV>(xp + v * S, wr, o + v * so, c, q, i0, i1);
+        for (; v + 2 <= q.W; v += 2) conv_tile<V, 2, NV>(xp + v * S, wr, o + v * so, c, q, i0, i1);
+        for (; v < q.W; ++v) conv_tile<V, 1, NV>(xp + v * S, wr, o + v * so, c, q, i0, i1);
       }
     }
 }
@@ -291,6 +302,15 @@ extern "C" {
                            int64_t H, int64_t W, int64_t Cx, int64_t G, int64_t kh,         \
                            int64_t kw, int64_t d, int64_t ph, int64_t pw, int flip) {       \
     conv<T>(x, w, ws, out, Geometry{B, H, W, Cx, G, kh, kw, d, ph, pw}, flip != 0);           \
+  }                                                                                          \
+  /* the same with x and out pixel strides sx, so (rows of bigger tensors) and ReLU(x) */    \
+  void fastadl_dw_conv_ex_##S(const T* x, const T* w, const int64_t* ws, T* out, int64_t B, \
+                              int64_t H, int64_t W, int64_t Cx, int64_t G, int64_t kh,      \
+                              int64_t kw, int64_t d, int64_t ph, int64_t pw, int flip,      \
+                              int64_t sx, int64_t so, int relu) {                           \
+    Geometry q{B, H, W, Cx, G, kh, kw, d, ph, pw};                                           \
+    q.sx = sx, q.so = so, q.relu = relu != 0;                                                \
+    conv<T>(x, w, ws, out, q, flip != 0);                                                    \
   }                                                                                          \
   void fastadl_dw_wgrad_##S(const T* g, const T* x, T* gw, int64_t B, int64_t H, int64_t W, \
                             int64_t Cx, int64_t G, int64_t kh, int64_t kw, int64_t d,       \

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from fastadl.ops import fused_kernels as fk
 from fastadl.ops.conv_runs import plan_runs, run_forward, run_input_grad
+from fastadl.ops.fanout_native import group_forward, group_native_ok
 from fastadl.ops.fanout_rows import (
     bn_backward,
     bn_forward_,
@@ -190,6 +191,10 @@ def fanout_forward(
     Q = M // P
     n_pool, J, S, A = plan.P, plan.J, plan.S, plan.A
     batch = rstats is None
+    if batch and group_native_ok(x, plan):  # the whole group in one C++ call
+        runs = stage_runs(plan, H, W) if J else None
+        out, inter = group_forward(x, P, gw, plan, eps, runs, stats_out)
+        return out, (inter if want_inter else None)
     stats, inter = [], {}  # stats: (mean, var) per BatchNorm'd block of rows, (P, n, E|1, C)
     out = x.new_empty(M, E, C)
     out4 = out.view(P, Q, E, C)

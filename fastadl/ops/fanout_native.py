@@ -1,0 +1,88 @@
+"""A fan-out group's forward with batch statistics as one C++ call
+(fastadl/cpu_kernels/group.cpp): the same work and results as fastadl/ops/fanout.py's
+fanout_forward, without its ~60 Python-dispatched calls per group.
+
+Taken where every part has a C++ kernel: plain CPU float32/64 tensors, maps of at most
+conv_runs.NATIVE_MAX_PIXELS pixels (the depthwise kernels' range), pools among max/avg each at
+most once; fanout_forward runs the Python route otherwise (and for running statistics).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from fastadl.cpu_kernels import accepts, kernel
+from fastadl.ops import conv_runs
+
+CL = torch.channels_last
+
+
+def group_native_ok(x: Tensor, plan) -> bool:
+    """Whether group_forward takes the group of state x (P·N, C, H, W) channels-last."""
+    kinds = plan.pool_kinds
+    return (
+        x.shape[2] * x.shape[3] <= conv_runs.NATIVE_MAX_PIXELS  # read here: tests lower it
+        and accepts(x)
+        and x.is_contiguous(memory_format=CL)
+        and len(set(kinds)) == len(kinds)
+        and set(kinds) <= {"max", "avg"}
+    )
+
+
+def _runs(args: list[int], runs, wr) -> None:
+    for run, w in zip(runs, wr, strict=True):
+        args += [run.lo, run.hi, run.kh, run.kw, run.dilation, w.data_ptr(),
+                 w.stride(0), w.stride(2), w.stride(3)]  # fmt: skip
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def group_forward(x: Tensor, P: int, gw, plan, eps: float, runs, stats_out):
+    """fanout_forward's (out (M, E, C), intermediates) for batch statistics; x as in
+    group_native_ok; runs: fanout.stage_runs(plan, H, W) (None without convs); stats_out as fanout_forward's."""
+    PN, C, H, W = x.shape
+    M, E = PN * H * W, gw.wa.shape[1]
+    n_pool, J, S, A = plan.P, plan.J, plan.S, plan.A
+    kinds = plan.pool_kinds
+    new = x.new_empty
+    out = new(M, E, C)
+    inter: dict = {"x_cl": x}
+    Ab = arg = inv_pool = None
+    if A:
+        Ab = torch.empty((A * PN, C, H, W), dtype=x.dtype, memory_format=CL)
+        arg = torch.empty((PN, H, W, C), dtype=torch.int8) if "max" in kinds else None
+        inv_pool = new(P, n_pool, 1, C) if n_pool else None
+        inter.update(native_pools=True, Ab=Ab, pool_idx=[] if arg is None else [arg],
+                     inv_pool=inv_pool)  # fmt: skip
+        if plan.skip:  # x_cl is Ab's last row, as pool_rows gives it
+            inter["x_cl"] = Ab[n_pool * PN :]
+    Z1 = inv1 = Z2 = inv2 = None
+    if J:
+        Z1, inv1 = new(M, J, E, C), new(P, J, E, C)
+        if S:
+            Z2, inv2 = new(M, S, E, C), new(P, S, E, C)
+        inter.update(Z1=Z1, Z2=Z2, inv1=inv1, inv2=inv2, wr1=gw.wr1, wr2=gw.wr2)
+    wa, wf = gw.wa, gw.wf
+    mean, var = stats_out if stats_out is not None else (None, None)
+    args = [P, PN, H, W, C, E, n_pool,
+            kinds.index("max") if "max" in kinds else -1,
+            kinds.index("avg") if "avg" in kinds else -1,
+            int(bool(plan.skip)), J, S, len(runs[0]) if J else 0, len(runs[1]) if S else 0,
+            x.data_ptr(), out.data_ptr(), _ptr(Ab), _ptr(arg), wa.data_ptr(), *wa.stride(),
+            _ptr(inv_pool), _ptr(Z1), _ptr(inv1), _ptr(gw.pw1),
+            *(gw.pw1.stride() if J else (0,) * 4), _ptr(Z2), _ptr(inv2), _ptr(gw.pw2),
+            *(gw.pw2.stride() if S else (0,) * 4), wf.data_ptr(), *wf.stride(),
+            _ptr(mean), _ptr(var), 0 if mean is None else mean.shape[0],
+            0 if mean is None else mean.stride(0)]  # fmt: skip
+    if J:
+        _runs(args, runs[0], gw.wr1)
+    if S:
+        _runs(args, runs[1], gw.wr2)
+    fn = kernel("group_forward", x.dtype)
+    fn((ctypes.c_int64 * len(args))(*args), eps)
+    return out, inter
