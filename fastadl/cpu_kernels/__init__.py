@@ -48,6 +48,7 @@ SIGNATURES = {  # name: argument types (all return void)
     "fastadl_pools_forward_{}": [_P] * 4 + [_I] * 4,
     "fastadl_pools_backward_{}": [_P] * 4 + [_I] * 4 + [ctypes.c_int],
     "fastadl_group_forward_{}": [_P, ctypes.c_double],
+    "fastadl_group_backward_{}": [_P],
 }
 
 

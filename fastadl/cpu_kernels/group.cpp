@@ -22,7 +22,15 @@ extern "C" {
                             int64_t, int64_t, int64_t, int64_t, int64_t, int);               \
   void fastadl_pointwise_##S(const T*, T*, const T*, const int64_t*, int64_t, int64_t,      \
                              int64_t, int64_t, int64_t, int);                                \
-  void fastadl_pools_forward_##S(const T*, T*, int8_t*, T*, int64_t, int64_t, int64_t, int64_t);
+  void fastadl_pools_forward_##S(const T*, T*, int8_t*, T*, int64_t, int64_t, int64_t, int64_t); \
+  void fastadl_pools_backward_##S(const T*, const int8_t*, const T*, T*, int64_t, int64_t,  \
+                                  int64_t, int64_t, int);                                    \
+  void fastadl_bn_backward_##S(const T*, const int64_t*, const T*, const int64_t*, const T*, \
+                               const int64_t*, const T*, const int64_t*, const T*,          \
+                               const int64_t*, T*, const int64_t*, T*, int64_t, int64_t,    \
+                               int64_t, int64_t, int64_t, int64_t);                          \
+  void fastadl_mix_backward_##S(const T*, const T*, const T*, const int64_t*, T*, T*,       \
+                                int64_t, int64_t, int64_t, int64_t);
 FASTADL_DECL(float, f32)
 FASTADL_DECL(double, f64)
 }
@@ -39,6 +47,9 @@ struct K;  // the kernels for one dtype
     static constexpr auto mix = fastadl_mix_rows_##S;                            \
     static constexpr auto pw = fastadl_pointwise_##S;                            \
     static constexpr auto pools = fastadl_pools_forward_##S;                     \
+    static constexpr auto pools_bwd = fastadl_pools_backward_##S;                \
+    static constexpr auto bn_bwd = fastadl_bn_backward_##S;                      \
+    static constexpr auto mix_bwd = fastadl_mix_backward_##S;                    \
   };
 FASTADL_K(float, f32)
 FASTADL_K(double, f64)
@@ -167,9 +178,125 @@ void group_forward(const int64_t* args, double eps) {
   if (!written) std::memset(out, 0, M * E * C * sizeof(T));
 }
 
+// The gradients of group_forward (fanout.py::fanout_backward with batch statistics, where the
+// chain to x or to the conv weights is needed): gx (M, C) (when need_x), the mixing weights'
+// ga (A, E) and gf (J, E) (when need_w), and at each stage's pointwise and depthwise outputs
+// gz1, gd1 (M, J, E, C), gz2, gd2 (M, S, E, C) for the cell's weight gradients.
+template <typename T>
+void group_backward(const int64_t* args) {
+  Reader rd{args};
+  const int64_t P = rd.next(), PN = rd.next(), H = rd.next(), W = rd.next(), C = rd.next(),
+                E = rd.next(), n_pool = rd.next(), max_row = rd.next(), avg_row = rd.next(),
+                skip = rd.next(), J = rd.next(), S = rd.next(), n_runs1 = rd.next(),
+                n_runs2 = rd.next(), need_x = rd.next(), need_w = rd.next();
+  const int64_t M = PN * H * W, Q = M / P, A = n_pool + skip, EC = E * C;
+  const T* g = rd.ptr<const T>();  // (M, E, C)
+  const T* x = rd.ptr<const T>();
+  const T* Ab = rd.ptr<const T>();
+  const int8_t* arg = rd.ptr<const int8_t>();
+  const T* wa = rd.ptr<const T>();
+  const int64_t was[2] = {rd.next(), rd.next()};
+  const T* inv_pool = rd.ptr<const T>();
+  const T* Z1 = rd.ptr<const T>();
+  const T* inv1 = rd.ptr<const T>();
+  const T* pw1 = rd.ptr<const T>();
+  const int64_t pw1s[4] = {rd.next(), rd.next(), rd.next(), rd.next()};
+  const T* Z2 = rd.ptr<const T>();
+  const T* inv2 = rd.ptr<const T>();
+  const T* pw2 = rd.ptr<const T>();
+  const int64_t pw2s[4] = {rd.next(), rd.next(), rd.next(), rd.next()};
+  const T* wf = rd.ptr<const T>();
+  const int64_t wfs[2] = {rd.next(), rd.next()};
+  T* gx = rd.ptr<T>();
+  T* ga = rd.ptr<T>();
+  T* gf = rd.ptr<T>();
+  T* gz1 = rd.ptr<T>();
+  T* gd1 = rd.ptr<T>();
+  T* gz2 = rd.ptr<T>();
+  T* gd2 = rd.ptr<T>();
+  std::vector<Run> runs(n_runs1 + n_runs2);
+  for (Run& r : runs) {
+    r.lo = rd.next(), r.hi = rd.next(), r.kh = rd.next(), r.kw = rd.next(), r.d = rd.next();
+    r.w = rd.ptr<const void>();
+    r.ws[0] = rd.next(), r.ws[1] = rd.next(), r.ws[2] = rd.next();
+  }
+  bool gx_written = false;
+  if (A && (need_x || need_w)) {
+    const int64_t rows = M * C;
+    std::vector<T> gA(A * rows);
+    K<T>::mix_bwd(g, Ab, wa, was, gA.data(), need_w ? ga : nullptr, A, M, E, C);
+    if (need_x) {
+      if (skip) std::memcpy(gx, gA.data() + n_pool * rows, rows * sizeof(T)), gx_written = true;
+      if (n_pool) {
+        const int64_t rs[4] = {Q * C, C, rows, 0};
+        const int64_t is[4] = {n_pool * C, C, C, 0};
+        K<T>::bn_bwd(gA.data(), rs, nullptr, nullptr, Ab, rs, inv_pool, is, nullptr, nullptr,
+                     gA.data(), rs, nullptr, P, Q, n_pool, 1, C, C);
+        K<T>::pools_bwd(max_row >= 0 ? gA.data() + max_row * rows : nullptr, arg,
+                        avg_row >= 0 ? gA.data() + avg_row * rows : nullptr, gx, PN, H, W, C,
+                        gx_written);
+        gx_written = true;
+      }
+    }
+  }
+  if (J) {
+    const int64_t n1 = J - S;
+    const int64_t gs[4] = {Q * EC, EC, 0, C};  // g as every final row's upstream gradient
+    const int64_t z1s[4] = {Q * J * EC, J * EC, EC, C}, i1s[4] = {J * EC, EC, C, 0};
+    if (n1)  // dL/dz of the single-stage finals: wf ι (g - mean g - x̂ mean(g x̂))
+      K<T>::bn_bwd(g, gs, nullptr, nullptr, Z1 + S * EC, z1s, inv1 + S * EC, i1s, wf, wfs,
+                   gz1 + S * EC, z1s, need_w ? gf : nullptr, P, Q, n1, 1, EC, C);
+    if (S) {
+      const int64_t z2s[4] = {Q * S * EC, S * EC, EC, C}, i2s[4] = {S * EC, EC, C, 0};
+      K<T>::bn_bwd(g, gs, nullptr, nullptr, Z2, z2s, inv2, i2s, wf + n1 * wfs[0], wfs, gz2, z2s,
+                   need_w ? gf + n1 * E : nullptr, P, Q, S, 1, EC, C);
+      K<T>::pw(gz2, gd2, pw2, pw2s, M, S * EC, S, E, C, 1);
+      std::vector<T> gy(M * S * EC);  // at the second convs' input ReLU(x̂)
+      for (int64_t i = n_runs1; i < n_runs1 + n_runs2; ++i) {
+        const Run& r = runs[i];
+        const int64_t G = (r.hi - r.lo) * EC;
+        K<T>::dw(gd2 + r.lo * EC, static_cast<const T*>(r.w), r.ws, gy.data() + r.lo * EC, PN, H,
+                 W, G, G, r.kh, r.kw, r.d, (r.kh - 1) / 2 * r.d, (r.kw - 1) / 2 * r.d, 1,
+                 S * EC, S * EC, 0);
+      }
+      // the sep first stages' BN with its ReLU: passes where x̂ > 0
+      K<T>::bn_bwd(gy.data(), z2s, Z1, z1s, Z1, z1s, inv1, i1s, nullptr, nullptr, gz1, z1s,
+                   nullptr, P, Q, S, 1, EC, C);
+    }
+    K<T>::pw(gz1, gd1, pw1, pw1s, M, J * EC, J, E, C, 1);
+    if (need_x) {  // every kind and edge read ReLU(x): their input gradients summed
+      std::vector<T> gr(M * J * EC);
+      for (int64_t i = 0; i < n_runs1; ++i) {
+        const Run& r = runs[i];
+        const int64_t G = (r.hi - r.lo) * EC;
+        K<T>::dw(gd1 + r.lo * EC, static_cast<const T*>(r.w), r.ws, gr.data() + r.lo * EC, PN, H,
+                 W, G, G, r.kh, r.kw, r.d, (r.kh - 1) / 2 * r.d, (r.kw - 1) / 2 * r.d, 1,
+                 J * EC, J * EC, 0);
+      }
+      std::vector<T> sum(C);
+      for (int64_t m = 0; m < M; ++m) {
+        const T* row = gr.data() + m * J * EC;
+        for (int64_t c = 0; c < C; ++c) sum[c] = row[c];
+        for (int64_t k = 1; k < J * E; ++k)
+          for (int64_t c = 0; c < C; ++c) sum[c] += row[k * C + c];
+        T* o = gx + m * C;
+        const T* xr = x + m * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const T v = xr[c] > T(0) ? sum[c] : T(0);
+          o[c] = gx_written ? o[c] + v : v;
+        }
+      }
+      gx_written = true;
+    }
+  }
+  if (need_x && !gx_written) std::memset(gx, 0, M * C * sizeof(T));
+}
+
 }  // namespace
 
 extern "C" {
+void fastadl_group_backward_f32(const int64_t* args) { group_backward<float>(args); }
+void fastadl_group_backward_f64(const int64_t* args) { group_backward<double>(args); }
 void fastadl_group_forward_f32(const int64_t* args, double eps) {
   group_forward<float>(args, eps);
 }

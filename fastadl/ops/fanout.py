@@ -39,7 +39,7 @@ from torch import Tensor
 
 from fastadl.ops import fused_kernels as fk
 from fastadl.ops.conv_runs import plan_runs, run_forward, run_input_grad
-from fastadl.ops.fanout_native import group_forward, group_native_ok
+from fastadl.ops.fanout_native import group_backward, group_forward, group_native_ok
 from fastadl.ops.fanout_rows import (
     bn_backward,
     bn_forward_,
@@ -316,6 +316,9 @@ def fanout_backward(
     Q = M // P
     n_pool, J, S, A = plan.P, plan.J, plan.S, plan.A
     need_chain = need_x or need_params
+    if batch and need_chain and inter.get("native_group"):  # one C++ call, as its forward
+        runs = stage_runs(plan, H, W) if J else None
+        return group_backward(g, x, P, gw, plan, inter, runs, need_x, need_w, need_params)
     ga = gf = None
     gx = None  # (M, C)
     x_cl = inter["x_cl"]
