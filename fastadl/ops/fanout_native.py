@@ -14,23 +14,21 @@ import ctypes
 import torch
 from torch import Tensor
 
-from fastadl.cpu_kernels import accepts, kernel
+from fastadl.cpu_kernels import kernel
 from fastadl.ops import conv_runs
 from fastadl.ops.fanout_rows import NATIVE_POINTWISE_CHANNELS
+from fastadl.ops.pools_native import pools_native_ok
 
 CL = torch.channels_last
 
 
 def group_native_ok(x: Tensor, plan) -> bool:
     """Whether group_forward takes the group of state x (P·N, C, H, W) channels-last."""
-    kinds = plan.pool_kinds
     return (
         x.shape[2] * x.shape[3] <= conv_runs.NATIVE_MAX_PIXELS  # read here: tests lower it
         and x.shape[1] in NATIVE_POINTWISE_CHANNELS  # elsewhere MKL's 1x1s are the route
-        and accepts(x)
         and x.is_contiguous(memory_format=CL)
-        and len(set(kinds)) == len(kinds)
-        and set(kinds) <= {"max", "avg"}
+        and pools_native_ok(x, plan.pool_kinds)  # accepts(x) and pools the kernel knows
     )
 
 
