@@ -16,6 +16,7 @@ import sys
 
 import pytest
 import torch
+from float64_agreement import assert_as_close_to_float64
 from torch import nn
 
 from fastadl import PRIMITIVES, MixedOp, SearchCell, SuperNet, convert_mixed_ops
@@ -340,15 +341,21 @@ def test_triton_small_cell_and_supernet_match_reference():
 
     assert_all_close(run(fast), run(ref))
 
+    # the trellis in float32 is ill-conditioned (BatchNorm over 2 images of 6×6 … 1×1 maps), so
+    # float64 is the exact result and the Triton float32 kernels must be about as close to it
+    # as the float32 reference. Errors of tensors below 1 count absolute (min_scale), as TOL's
+    # do: the stem BN's weight gradient is a few 1e-4 by cancellation, and its float32 errors
+    # (1e-6 to 2e-5 over seeds, in every backend) are rounding of terms far larger than it
     ref = SuperNet(3, layers=1, filter_multiplier=2, block_multiplier=1, backend="reference")
     fast = SuperNet(3, layers=1, filter_multiplier=2, block_multiplier=1, backend="triton")
     ref, fast = ref.to(dev), fast.to(dev)
     fast.load_state_dict(ref.state_dict())
+    ref64 = copy.deepcopy(ref).double()
     x = torch.randn(2, 3, 23, 21, device=dev)
 
     def run_net(net):
-        xx = x.clone().requires_grad_()
+        xx = x.to(next(net.parameters()).dtype).clone().requires_grad_()
         return grads_of(net, net(xx), [xx])
 
     names = ["logits", "x"] + [n for n, p in ref.named_parameters() if p.requires_grad]
-    assert_all_close(run_net(fast), run_net(ref), names)
+    assert_as_close_to_float64(run_net(fast), run_net(ref), run_net(ref64), names, min_scale=1.0)

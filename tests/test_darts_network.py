@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_backends import assert_all_close, device_for, triton_skip_reason
+from float64_agreement import assert_as_close_to_float64
+from test_backends import device_for, triton_skip_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from darts_search import (  # noqa: E402
@@ -84,22 +85,50 @@ def test_triton_search_iteration_matches_reference():
 
 
 def check_search_iteration(backend: str, kwargs: dict, size: int) -> None:
+    """α/β and weight gradients, parameters after one search iteration and BatchNorm buffers.
+    Float64 is the exact check (where the backend runs float64); float32 must be about as close
+    to float64 as the float32 reference is: with BatchNorm over 4×4 maps of 4 images the float32
+    reference's α gradients were 0.8 % from float64 on one CPU, 7e-7 on another."""
     dev = device_for(backend)
     torch.manual_seed(0)
-    ref = DartsSearchNetwork(num_classes=5, backend="reference", **kwargs).to(dev)
-    fast = convert_mixed_ops(copy.deepcopy(ref), backend)
+    ref32 = DartsSearchNetwork(num_classes=5, backend="reference", **kwargs).to(dev)
+    ref64 = copy.deepcopy(ref32).double()
+    nets = {
+        "ref32": ref32,
+        "ref64": ref64,
+        "fast32": convert_mixed_ops(copy.deepcopy(ref32), backend),
+    }
+    if backend == "fused":  # the Triton kernels are float32 only
+        nets["fast64"] = convert_mixed_ops(copy.deepcopy(ref64), backend)
     train = random_batch(4, size, classes=5, device=dev, seed=1)
     val = random_batch(4, size, classes=5, device=dev, seed=2)
 
-    arch_names = ["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"]
-    want_a, want_w = arch_and_weight_grads(ref, val)
-    got_a, got_w = arch_and_weight_grads(fast, val)
-    assert_all_close(got_a, want_a, arch_names[: len(want_a)])
-    assert_all_close(got_w, want_w)
+    def in_dtype(batch, net):
+        return batch[0].to(next(net.parameters()).dtype), batch[1]
 
-    for net in (ref, fast):  # one whole search iteration (α step, then weight step)
-        search_iteration(net, *make_optimizers(net), train, val)
-    names = [n for n, _ in ref.named_parameters()]
-    assert_all_close(list(fast.parameters()), list(ref.parameters()), names)
-    for (name, a), (_, b) in zip(fast.named_buffers(), ref.named_buffers(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+    arch_names = ["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"]
+    names = [n for n, _ in ref32.named_parameters()]
+    grads = {k: arch_and_weight_grads(net, in_dtype(val, net)) for k, net in nets.items()}
+    for net in nets.values():  # one whole search iteration (α step, then weight step)
+        search_iteration(net, *make_optimizers(net), in_dtype(train, net), in_dtype(val, net))
+    # α/β gradients, weight gradients and the parameters after the step; then the buffers
+    values = {k: [*grads[k][0], *grads[k][1], *net.parameters()] for k, net in nets.items()}
+    buffers = {k: list(net.buffers()) for k, net in nets.items()}
+    what = (
+        arch_names[: len(grads["ref32"][0])]
+        + [f"d {n}" for n in names if n not in arch_names]
+        + names
+    )
+    buffer_names = [n for n, _ in ref32.named_buffers()]
+    if "fast64" in nets:
+        pairs = zip(what + buffer_names, values["fast64"] + buffers["fast64"],
+                    values["ref64"] + buffers["ref64"], strict=True)  # fmt: skip
+        for name, a, b in pairs:
+            torch.testing.assert_close(
+                a, b, rtol=1e-9, atol=1e-11, msg=lambda m, n=name: f"{n}: {m}"
+            )
+    assert_as_close_to_float64(values["fast32"], values["ref32"], values["ref64"], what)
+    # running statistics keep the bound they had against the float32 reference, 1e-4
+    assert_as_close_to_float64(
+        buffers["fast32"], buffers["ref32"], buffers["ref64"], buffer_names, floor=1e-4
+    )
