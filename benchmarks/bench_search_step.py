@@ -7,12 +7,12 @@
 
 The iteration is the engine's own: ``fastadl.engine.steps.weight_step`` (SGD, gradient clip)
 and ``fastadl.engine.architect.Architect.step`` (Adam on α, β, gradients for α and β only), on
-a SuperNet built like the search builds it. Backends are timed interleaved (every repetition
-runs each backend once, in rotating order) after one warm-up iteration each, and the medians
-are reported with their ratio to ``reference``. Peak memory is measured per backend in a fresh
-subprocess (peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA) running two
-iterations, so one backend's high-water mark never hides another's. docs/PERFORMANCE.md has the
-recorded figures.
+a SuperNet built like the search builds it. Each backend runs in a process of its own (as a
+user's search does), and they are timed interleaved (every repetition runs each backend once,
+in rotating order, one at a time) after one warm-up iteration each; the medians are reported
+with their ratio to ``reference``, and each process's peak memory (peak RSS on CPU,
+``torch.cuda.max_memory_allocated`` on CUDA), so one backend's high-water mark never hides
+another's. docs/PERFORMANCE.md has the recorded figures.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ class Iteration:
             s.classes, s.layers, s.filter_multiplier, s.blocks, backend=backend,
             recompute=recompute,
         ).to(device)  # fmt: skip
-        self.compile_s = 0.0
         if compile:
             from fastadl.nn.compile import compile_regions
 
@@ -99,8 +98,57 @@ class Iteration:
         return time.perf_counter() - t0
 
 
-def interleaved(its: dict[str, Iteration], reps: int) -> dict[str, list[float]]:
-    """Every repetition runs each backend once, the order rotating, after one warm-up each."""
+class Worker:
+    """One variant's Iteration in a process of its own, driven over a pipe.
+
+    A user's search process runs one backend, so each variant is timed in one: in a shared
+    process, one reference iteration (1.3 GB of tensors allocated and freed) left auto's later
+    iterations 1.2-1.6x slower on this CPU, at one thread too (docs/PERFORMANCE.md). Only one
+    worker computes at a time (the parent waits for each reply)."""
+
+    def __init__(self, s: Setting, backend: str, recompute: bool, compile: bool, threads: int):
+        args = [sys.executable, __file__, "--child-worker", backend, "--size", str(s.size),
+                "--layers", str(s.layers), "--filter-multiplier", str(s.filter_multiplier),
+                "--blocks", str(s.blocks), "--batch", str(s.batch), "--threads", str(threads)]  # fmt: skip
+        args += ["--recompute"] * recompute + ["--compile"] * compile
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.build_s = self._ask(None)["build_s"]
+
+    def _ask(self, command: str | None) -> dict:
+        if command:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.proc.args[3]} exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self) -> float:
+        return self._ask("run")["s"]
+
+    def close(self) -> dict:
+        """Ends the worker; returns its peak memory (peak RSS, CUDA peak) over all its iterations."""
+        mem = self._ask("memory")
+        self.proc.stdin.close()
+        self.proc.wait()
+        return mem
+
+
+def child_worker(s: Setting, backend: str, recompute: bool, compile: bool) -> None:
+    """The worker's side: build, then answer "run" (one iteration's seconds) and "memory"."""
+    t0 = time.perf_counter()
+    it = Iteration(s, backend, recompute=recompute, compile=compile)
+    print(json.dumps({"build_s": time.perf_counter() - t0}), flush=True)
+    for command in sys.stdin:
+        if command.strip() == "run":
+            print(json.dumps({"s": it.run()}), flush=True)
+        elif command.strip() == "memory":
+            cuda = torch.cuda.max_memory_allocated() / 2**20 if DEVICE == "cuda" else None
+            print(json.dumps({"peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda}), flush=True)
+
+
+def interleaved(its: dict, reps: int) -> dict[str, list[float]]:
+    """Every repetition runs each variant once, the order rotating, after one warm-up each."""
     names = list(its)
     first = {}
     for n in names:
@@ -110,16 +158,6 @@ def interleaved(its: dict[str, Iteration], reps: int) -> dict[str, list[float]]:
         for n in names[r % len(names) :] + names[: r % len(names)]:
             times[n].append(its[n].run())
     return times | {f"{n}:first": [first[n]] for n in names}
-
-
-def peak_memory(s: Setting, backend: str, recompute: bool, compile: bool) -> dict:
-    """Peak memory of two iterations of one backend, in a fresh process."""
-    args = [sys.executable, __file__, "--child-memory", backend, "--size", str(s.size),
-            "--layers", str(s.layers), "--filter-multiplier", str(s.filter_multiplier),
-            "--blocks", str(s.blocks), "--batch", str(s.batch)]  # fmt: skip
-    args += ["--recompute"] * recompute + ["--compile"] * compile
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def peak_rss_mb() -> float:
@@ -134,16 +172,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_memory(s: Setting, backend: str, recompute: bool, compile: bool) -> None:
-    base = peak_rss_mb()
-    it = Iteration(s, backend, recompute=recompute, compile=compile)
-    it.run()
-    it.run()
-    rss = peak_rss_mb()
-    cuda = torch.cuda.max_memory_allocated() / 2**20 if DEVICE == "cuda" else None
-    print(json.dumps({"peak_rss_mb": rss, "rss_before_mb": base, "cuda_peak_mb": cuda}))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="reference,auto", help="comma-separated backends")
@@ -156,43 +184,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--recompute", action="store_true", help="also time auto with recompute")
     p.add_argument("--compile", action="store_true", help="also time auto with --compile")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--child-memory", metavar="BACKEND", help=argparse.SUPPRESS)
+    p.add_argument("--child-worker", metavar="BACKEND", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     s = Setting(a.size, a.layers, a.filter_multiplier, a.blocks, a.batch)
-    if a.child_memory:
-        child_memory(s, a.child_memory, a.recompute, a.compile)
+    if a.child_worker:
+        child_worker(s, a.child_worker, a.recompute, a.compile)
         return 0
     variants = {b: (b, False, False) for b in a.backends.split(",")}
     if a.recompute:
         variants["auto+recompute"] = ("auto", True, False)
     if a.compile:
         variants["auto+compile"] = ("auto", False, True)
-    its = {}
-    for name, (backend, rec, comp) in variants.items():
-        t0 = time.perf_counter()
-        its[name] = Iteration(s, backend, recompute=rec, compile=comp)
-        its[name].compile_s = time.perf_counter() - t0 if comp else 0.0
-    times = interleaved(its, a.reps)
-    compile_s = {name: it.compile_s for name, it in its.items()}
-    print(f"setting: {s}, device {DEVICE}, threads {torch.get_num_threads()}, reps {a.reps}")
+    workers = {name: Worker(s, *v, a.threads) for name, v in variants.items()}
+    times = interleaved(workers, a.reps)
+    print(f"setting: {s}, device {DEVICE}, threads {a.threads or torch.get_num_threads()}, "
+          f"reps {a.reps}, one process per variant")  # fmt: skip
     print("times:", {n: [round(t, 3) for t in ts] for n, ts in times.items()}, flush=True)
     ref = statistics.median(times["reference"]) if "reference" in times else None
     print(
         f"{'variant':<16} {'s/iter':>8} {'first':>8} {'vs ref':>8} {'peak MB':>9} {'compile s':>9}"
     )
-    del its  # the timed models' memory is not the peak-memory children's business
-    for name, (backend, rec, comp) in variants.items():
-        # each row as soon as its peak is known: a long run that is stopped keeps what it had
+    for name, (_, _, comp) in variants.items():
         med = statistics.median(times[name])
-        mem = "" if a.no_memory else peak_memory(s, backend, rec, comp)
-        peak = "" if not mem else f"{mem['cuda_peak_mb'] or mem['peak_rss_mb']:.0f}"
+        mem = workers[name].close()
+        peak = f"{mem['cuda_peak_mb'] or mem['peak_rss_mb']:.0f}"
         ratio = f"1/{ref / med:.1f}" if ref else ""
         first = times[f"{name}:first"][0]
-        print(f"{name:<16} {med:8.3f} {first:8.2f} {ratio:>8} {peak:>9} {compile_s[name]:9.1f}",
-              flush=True)  # fmt: skip
+        build = workers[name].build_s if comp else 0.0  # construction includes compiling
+        print(f"{name:<16} {med:8.3f} {first:8.2f} {ratio:>8} {peak:>9} {build:9.1f}", flush=True)
     return 0
 
 
