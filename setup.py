@@ -19,7 +19,7 @@ setup(
         "fastadl.kernels",
         "fastadl.diagnostics",
     ],
-    package_data={"fastadl.cpu_kernels": ["*.cpp"]},  # built at first use (cpu_kernels/)
+    package_data={"fastadl.cpu_kernels": ["*.cpp", "*.h"]},  # built at first use (cpu_kernels/)
     install_requires=[
         "torch>=2.4",
         "triton>=3.0",

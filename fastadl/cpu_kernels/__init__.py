@@ -28,11 +28,16 @@ import torch
 
 from fastadl.cache import cache_root
 
-SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp", "group.cpp")
+SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp", "group.cpp", "parallel.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")  # -shared: the link
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
 # different machines gets one library per CPU.
 NATIVE_FLAGS = ("-march=native",)
+# The large calls split their work between torch's OpenMP threads (parallel.h: libgomp.so.1 is
+# linked by soname, so in a torch process the kernels share torch's thread pool); a compiler
+# without OpenMP builds them single-threaded.
+OPENMP_FLAGS = ("-fopenmp",)
+HEADERS = ("parallel.h",)
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 SIGNATURES = {  # name: argument types (all return void)
@@ -96,7 +101,7 @@ def _build(cxx: str, out: Path) -> str | None:
     # never load a half-written library
     with tempfile.TemporaryDirectory(dir=out.parent) as tmpdir:
         err = None
-        for flags in (FLAGS + NATIVE_FLAGS, FLAGS):
+        for flags in (FLAGS + OPENMP_FLAGS + NATIVE_FLAGS, FLAGS + NATIVE_FLAGS, FLAGS):
             err = _compile(cxx, flags, tmpdir)
             if err is None:
                 os.replace(os.path.join(tmpdir, "lib.so"), out)
@@ -105,6 +110,7 @@ def _build(cxx: str, out: Path) -> str | None:
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    lib.fastadl_parallel_threads.argtypes, lib.fastadl_parallel_threads.restype = [], ctypes.c_int
     for pattern, argtypes in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             fn = getattr(lib, pattern.format(suffix))
@@ -123,9 +129,9 @@ def library() -> ctypes.CDLL | None:
                       "for its depthwise convs", stacklevel=2)  # fmt: skip
         return None
     digest = hashlib.sha256()
-    for part in (*SOURCES, cxx, *FLAGS, *NATIVE_FLAGS, _cpu_signature()):
+    for part in (*SOURCES, cxx, *FLAGS, *OPENMP_FLAGS, *NATIVE_FLAGS, _cpu_signature()):
         digest.update(part.encode())
-    for s in SOURCES:
+    for s in SOURCES + HEADERS:
         digest.update((Path(__file__).parent / s).read_bytes())
     path = cache_root() / "cpu_kernels" / digest.hexdigest()[:16] / "libfastadl_cpu.so"
     if not path.exists():
@@ -148,6 +154,14 @@ def kernel(name: str, dtype):
     if fn is None:
         fn = _KERNELS[key] = getattr(library(), f"fastadl_{name}_{_SUFFIX[dtype]}")
     return fn
+
+
+def parallel_threads() -> int:
+    """The threads the kernels' large calls split their work between now (torch's intra-op
+    thread count where they share torch's OpenMP runtime); 0 when built without OpenMP or not
+    built."""
+    lib = library()
+    return 0 if lib is None else lib.fastadl_parallel_threads()
 
 
 def accepts(t) -> bool:

@@ -1,15 +1,18 @@
 // Per-edge 1x1 convs of a fan-out group (fastadl/ops/fanout.py::pointwise): for every row
 // (position m, kind r, edge e) a C x C matrix-vector product with that (r, e)'s own matrix.
 // MKL runs them either as one block-diagonal GEMM (E times the arithmetic) or as a batched GEMM
-// that is slow below 16 channels; here each (r, e)'s matrix stays in cache while every
-// position streams through it.
+// that is slow below 16 channels; here every (r, e)'s matrix stays in cache while blocks of
+// positions stream through them.
 //   d, out: rows at d + m*sm + (r*E + e)*C (channels contiguous), both (M, R, E, C)-shaped;
 //   w[r, e, o, i] at w + r*s0 + e*s1 + o*s2 + i*s3;
 //   transpose = 0: out[m, r, e, o] = sum_i w[r, e, o, i] d[m, r, e, i]   (the forward)
 //   transpose = 1: out[m, r, e, i] = sum_o w[r, e, o, i] d[m, r, e, o]   (its input gradient)
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "parallel.h"
 
 namespace {
 
@@ -96,41 +99,57 @@ inline void row_any(const T* dr, T* orow, const T* wt, int64_t C) {
   }
 }
 
+// Rows are taken in blocks of kRowBlock positions, every (r, e) of a block before the next
+// block: a block's rows (kRowBlock · R·E·C values) stay in cache while each (r, e) slice of
+// them is read, where one pass per (r, e) over all M rows re-read every row from memory R·E
+// times. Blocks are split between threads (parallel.h); kRowBlock is a multiple of the 4-row
+// step, so which rows take the 4-row kernel does not depend on the thread count.
+constexpr int64_t kRowBlock = 64;
+
 template <typename T>
 void pointwise(const T* d, T* out, const T* w, const int64_t* ws, int64_t M, int64_t sm,
                int64_t R, int64_t E, int64_t C, int transpose) {
-  std::vector<T> wt(C * C);  // wt[i, o]: the input i's column, outputs contiguous
+  std::vector<T> wts(R * E * C * C);  // per (r, e): wt[i, o], the input i's column
   for (int64_t r = 0; r < R; ++r)
     for (int64_t e = 0; e < E; ++e) {
       const T* wre = w + r * ws[0] + e * ws[1];
+      T* wt = wts.data() + (r * E + e) * C * C;
       for (int64_t o = 0; o < C; ++o)
         for (int64_t i = 0; i < C; ++i)
           wt[i * C + o] = transpose ? wre[i * ws[2] + o * ws[3]] : wre[o * ws[2] + i * ws[3]];
-      const int64_t off = (r * E + e) * C;
-      const T* wp = wt.data();
-      int64_t m = 0;
-      if (C == 8 || C == 16 || C == 32)
-        for (; m + 4 <= M; m += 4) {
-          if (rows4_special<T>(d + m * sm + off, out + m * sm + off, wp, sm, C))
-            continue;
-          if (C == 8)
-            rows4_fixed<T, 8>(d + m * sm + off, out + m * sm + off, wp, sm);
-          else if (C == 16)
-            rows4_fixed<T, 16>(d + m * sm + off, out + m * sm + off, wp, sm);
-          else
-            rows4_fixed<T, 32>(d + m * sm + off, out + m * sm + off, wp, sm);
-        }
-      for (; m < M; ++m) {
-        const T* dr = d + m * sm + off;
-        T* orow = out + m * sm + off;
-        switch (C) {
-          case 8: row_fixed<T, 8>(dr, orow, wp); break;
-          case 16: row_fixed<T, 16>(dr, orow, wp); break;
-          case 32: row_fixed<T, 32>(dr, orow, wp); break;
-          default: row_any<T>(dr, orow, wp, C);
+    }
+  const int64_t blocks = (M + kRowBlock - 1) / kRowBlock;
+  fastadl::parallel_ranges(blocks, M * R * E * C * 2, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t lo = b * kRowBlock, hi = std::min(M, lo + kRowBlock);
+      for (int64_t k = 0; k < R * E; ++k) {
+        const int64_t off = k * C;
+        const T* wp = wts.data() + k * C * C;
+        int64_t m = lo;
+        if (C == 8 || C == 16 || C == 32)
+          for (; m + 4 <= hi; m += 4) {
+            if (rows4_special<T>(d + m * sm + off, out + m * sm + off, wp, sm, C))
+              continue;
+            if (C == 8)
+              rows4_fixed<T, 8>(d + m * sm + off, out + m * sm + off, wp, sm);
+            else if (C == 16)
+              rows4_fixed<T, 16>(d + m * sm + off, out + m * sm + off, wp, sm);
+            else
+              rows4_fixed<T, 32>(d + m * sm + off, out + m * sm + off, wp, sm);
+          }
+        for (; m < hi; ++m) {
+          const T* dr = d + m * sm + off;
+          T* orow = out + m * sm + off;
+          switch (C) {
+            case 8: row_fixed<T, 8>(dr, orow, wp); break;
+            case 16: row_fixed<T, 16>(dr, orow, wp); break;
+            case 32: row_fixed<T, 32>(dr, orow, wp); break;
+            default: row_any<T>(dr, orow, wp, C);
+          }
         }
       }
     }
+  });
 }
 
 // The weight gradient: gw[r, e, o, i] = sum_m g[m, r, e, o] d[m, r, e, i], gw (R, E, C, C)
@@ -193,23 +212,25 @@ inline bool wgrad_special<float>(const float* g, const float* d, float* gw, int6
 template <typename T>
 void pointwise_wgrad(const T* g, const T* d, T* gw, int64_t M, int64_t sm, int64_t R,
                      int64_t E, int64_t C) {
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t off = (r * E + e) * C;
-      T* out = gw + (r * E + e) * C * C;
+  // each (r, e)'s C×C gradient is one thread's (parallel.h)
+  fastadl::parallel_ranges(R * E, M * R * E * C * 2, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t off = k * C;
+      T* out = gw + k * C * C;
       if (wgrad_special<T>(g, d, out, M, sm, off, C)) continue;
       switch (C) {
         case 8: wgrad_fixed<T, 8>(g, d, out, M, sm, off); break;
         case 16: wgrad_fixed<T, 16>(g, d, out, M, sm, off); break;
         case 32: wgrad_fixed<T, 32>(g, d, out, M, sm, off); break;
         default:
-          for (int64_t k = 0; k < C * C; ++k) out[k] = 0;
+          for (int64_t j = 0; j < C * C; ++j) out[j] = 0;
           for (int64_t m = 0; m < M; ++m)
             for (int64_t o = 0; o < C; ++o)
               for (int64_t i = 0; i < C; ++i)
                 out[o * C + i] += g[m * sm + off + o] * d[m * sm + off + i];
       }
     }
+  });
 }
 
 }  // namespace
