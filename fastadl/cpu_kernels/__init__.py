@@ -111,6 +111,7 @@ def _build(cxx: str, out: Path) -> str | None:
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fastadl_parallel_threads.argtypes, lib.fastadl_parallel_threads.restype = [], ctypes.c_int
+    lib.fastadl_parallel_min_work.argtypes, lib.fastadl_parallel_min_work.restype = [], _I
     for pattern, argtypes in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             fn = getattr(lib, pattern.format(suffix))
@@ -162,6 +163,12 @@ def parallel_threads() -> int:
     built."""
     lib = library()
     return 0 if lib is None else lib.fastadl_parallel_threads()
+
+
+def parallel_min_work() -> int:
+    """Elements a call must touch before its work is split between threads (parallel.h)."""
+    lib = library()
+    return 0 if lib is None else lib.fastadl_parallel_min_work()
 
 
 def accepts(t) -> bool:

@@ -19,6 +19,8 @@
 #include <cstring>
 #include <vector>
 
+#include "parallel.h"
+
 namespace {
 
 // The weight w[c, i, j] at w + c*s[0] + i*s[1] + j*s[2] (a slice of a bigger kernel is fine)
@@ -200,21 +202,24 @@ void conv(const T* x, const T* w, const int64_t* ws, T* out, const Geometry& q, 
 // column taps need no checks), and go to gw once, transposed on the way. Other kernels (not
 // used by the search; kept general): one tap at a time over the pixels where it is on the map.
 
-// gw[(c[n] + l) * kk + t] = s[t][n][l]: a tile's sums written transposed. An overlapping last
-// vector writes the same sums again for the channels it shares.
+// gw[(c[n] + l) * kk + t] = s[t][n][l] for the channels from own[n] on: a tile's sums written
+// transposed. An overlapping last vector leaves the channels it shares with the vector before
+// it to that one (the same sums), so no two tiles write one weight: tiles run on any thread.
 template <typename V, int NV, typename T>
-inline void store_taps(T* gw, const int64_t* c, const V* s, int64_t kk, int64_t t) {
+inline void store_taps(T* gw, const int64_t* c, const int64_t* own, const V* s, int64_t kk,
+                       int64_t t) {
   constexpr int L = sizeof(V) / sizeof(T);
   for (int n = 0; n < NV; ++n) {
     T lanes[L];
     store(lanes, s[n]);
-    for (int l = 0; l < L; ++l) gw[(c[n] + l) * kk + t] = lanes[l];
+    for (int64_t l = std::max<int64_t>(0, own[n] - c[n]); l < L; ++l)
+      gw[(c[n] + l) * kk + t] = lanes[l];
   }
 }
 
 template <typename V, int K, int NV, typename T>
-void wgrad_tile(const T* x, const T* g, T* gw, const int64_t* c, const Geometry& q,
-                std::vector<T>& buf) {
+void wgrad_tile(const T* x, const T* g, T* gw, const int64_t* c, const int64_t* own,
+                const Geometry& q, std::vector<T>& buf) {
   constexpr int64_t L = sizeof(V) / sizeof(T), S = NV * L;
   const int64_t Wp = q.W + 2 * q.pw;
   const T* tile = padded_tile<V, NV>(x, c, q, buf);
@@ -240,11 +245,12 @@ void wgrad_tile(const T* x, const T* g, T* gw, const int64_t* c, const Geometry&
         }
       }
     }
-  for (int t = 0; t < K * K; ++t) store_taps<V, NV>(gw, c, s[t], K * K, t);
+  for (int t = 0; t < K * K; ++t) store_taps<V, NV>(gw, c, own, s[t], K * K, t);
 }
 
 template <typename V, typename T>
-void wgrad_any(const T* x, const T* g, T* gw, const int64_t* c, const Geometry& q) {
+void wgrad_any(const T* x, const T* g, T* gw, const int64_t* c, const int64_t* own,
+               const Geometry& q) {
   for (int64_t i = 0; i < q.kh; ++i)
     for (int64_t j = 0; j < q.kw; ++j) {
       const int64_t oh = i * q.d - q.ph, ow = j * q.d - q.pw;
@@ -256,36 +262,54 @@ void wgrad_any(const T* x, const T* g, T* gw, const int64_t* c, const Geometry& 
           for (int64_t v = v0; v < v1; ++v)
             s += load<V>(x + (((b * q.H + h + oh) * q.W + v + ow) * q.Cx) + c[0]) *
                  load<V>(g + ((b * q.H + h) * q.W + v) * q.G + c[0]);
-      store_taps<V, 1>(gw, c, &s, q.kh * q.kw, i * q.kw + j);
+      store_taps<V, 1>(gw, c, own, &s, q.kh * q.kw, i * q.kw + j);
     }
 }
 
+// The tiles (repeat r, first vector n, vectors per tile nv) in the order one thread runs
+// them; each writes its own weights (store_taps), so they are split between threads.
+struct WgradTile {
+  int64_t r, n, nv;
+};
+
 template <typename V, typename T>
 void wgrad_lanes(const T* g, const T* x, T* gw, const Geometry& q) {
+  constexpr int64_t L = sizeof(V) / sizeof(T);
   std::vector<int64_t> off;
-  std::vector<T> buf;
-  const int64_t nvec = vector_offsets(q.Cx, sizeof(V) / sizeof(T), off);
+  const int64_t nvec = vector_offsets(q.Cx, L, off);
+  std::vector<int64_t> own(nvec);  // the first channel vector n writes
+  for (int64_t n = 0; n < nvec; ++n) own[n] = n ? off[n - 1] + L : 0;
   const int64_t K = q.kh == q.kw && q.kh % 2 && q.kh <= 5 ? q.kh : 0;
-  for (int64_t r = 0; r < q.G / q.Cx; ++r) {
-    const T* gr = g + r * q.Cx;
-    T* gwr = gw + r * q.Cx * q.kh * q.kw;
+  const int64_t per = K == 3 ? 2 : K == 1 ? 4 : 1;  // vectors per full tile
+  std::vector<WgradTile> tiles;
+  for (int64_t r = 0; r < q.G / q.Cx; ++r)
     for (int64_t n = 0; n < nvec;) {
-      const int64_t* c = off.data() + n;
-      if (K == 5) {  // 25 x 1 accumulators
-        wgrad_tile<V, 5, 1>(x, gr, gwr, c, q, buf), n += 1;
-      } else if (K == 3 && n + 1 < nvec) {  // 9 x 2
-        wgrad_tile<V, 3, 2>(x, gr, gwr, c, q, buf), n += 2;
-      } else if (K == 3) {
-        wgrad_tile<V, 3, 1>(x, gr, gwr, c, q, buf), n += 1;
-      } else if (K == 1 && n + 3 < nvec) {
-        wgrad_tile<V, 1, 4>(x, gr, gwr, c, q, buf), n += 4;
-      } else if (K == 1) {
-        wgrad_tile<V, 1, 1>(x, gr, gwr, c, q, buf), n += 1;
-      } else {
-        wgrad_any<V>(x, gr, gwr, c, q), n += 1;
-      }
+      const int64_t nv = n + per <= nvec ? per : 1;
+      tiles.push_back({r, n, nv});
+      n += nv;
     }
-  }
+  const int64_t work = q.B * q.H * q.W * q.G * q.kh * q.kw;
+  fastadl::parallel_ranges(static_cast<int64_t>(tiles.size()), work, [&](int64_t i0, int64_t i1) {
+    std::vector<T> buf;
+    for (int64_t i = i0; i < i1; ++i) {
+      const WgradTile& t = tiles[i];
+      const T* gr = g + t.r * q.Cx;
+      T* gwr = gw + t.r * q.Cx * q.kh * q.kw;
+      const int64_t *c = off.data() + t.n, *o = own.data() + t.n;
+      if (K == 5)  // 25 x 1 accumulators
+        wgrad_tile<V, 5, 1>(x, gr, gwr, c, o, q, buf);
+      else if (K == 3 && t.nv == 2)  // 9 x 2
+        wgrad_tile<V, 3, 2>(x, gr, gwr, c, o, q, buf);
+      else if (K == 3)
+        wgrad_tile<V, 3, 1>(x, gr, gwr, c, o, q, buf);
+      else if (K == 1 && t.nv == 4)
+        wgrad_tile<V, 1, 4>(x, gr, gwr, c, o, q, buf);
+      else if (K == 1)
+        wgrad_tile<V, 1, 1>(x, gr, gwr, c, o, q, buf);
+      else
+        wgrad_any<V>(x, gr, gwr, c, o, q);
+    }
+  });
 }
 
 template <typename T>

@@ -12,4 +12,7 @@ int fastadl_parallel_threads() {
 #endif
 }
 
+// Calls touching fewer elements stay on the calling thread.
+int64_t fastadl_parallel_min_work() { return fastadl::kParallelMinWork; }
+
 }  // extern "C"

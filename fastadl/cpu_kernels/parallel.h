@@ -18,9 +18,10 @@
 
 namespace fastadl {
 
-// Below this many elements touched a call stays on one thread: a fork/join costs a few µs,
-// what a 16²-map kernel's whole arithmetic costs.
-constexpr int64_t kParallelMinWork = 1 << 15;
+// Below this many elements touched (about 0.1 ms of work) a call stays on one thread: a
+// fork/join costs a few µs, and on a busy machine every region waits for its slowest thread,
+// so only calls that gain clearly take the second one.
+constexpr int64_t kParallelMinWork = 1 << 17;
 
 // f(lo, hi) over [0, n) split into one contiguous range per thread when work is large enough.
 template <typename F>
