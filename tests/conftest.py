@@ -10,12 +10,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from fastadl.ops.small_work import torch_threads  # noqa: E402  (imports the kernels: after the above)
+
 
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread while a module runs: on a busy 2-core machine, OpenMP threads that wait
     on each other make small training steps several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield

@@ -12,6 +12,7 @@ import torch
 from fastadl import cpu_kernels
 from fastadl.ops import fanout_rows as fr
 from fastadl.ops.dw_native import dw_weight_grad
+from fastadl.ops.small_work import torch_threads
 
 P, Q, N_ROWS, E, C = 3, 523, 4, 5, 8  # 250k values: well above the threshold
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -26,12 +27,8 @@ def _need_openmp_kernels():
 
 
 def _on_threads(n: int, fn):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with torch_threads(n):
         return fn()
-    finally:
-        torch.set_num_threads(old)
 
 
 def _same_on_one_and_two_threads(work: int, fn) -> list[torch.Tensor]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastadl.ops.small_work import SMALL_WORK_VALUES, threads_for
+from fastadl.ops.small_work import SMALL_WORK_VALUES, threads_for, torch_threads
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 def test_small_work_runs_single_threaded_and_restores(two_threads):

@@ -27,6 +27,17 @@ def _openmp() -> bool:
 
 
 @contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` intra-op threads, then restore the count it found."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def threads_for(values: int, device: torch.device):
     """Run the block with one intra-op thread if ``values`` is below SMALL_WORK_VALUES and
     ``device`` is the CPU; otherwise leave the thread count alone."""
@@ -34,8 +45,5 @@ def threads_for(values: int, device: torch.device):
     if device.type != "cpu" or n == 1 or values >= SMALL_WORK_VALUES or not _openmp():
         yield
         return
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(n)
