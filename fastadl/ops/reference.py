@@ -88,6 +88,12 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            # oneDNN's AVX2 backward of a 1×1 stride-2 conv on channels-last tensors of fewer
+            # than 8 channels (brgconv_strided:avx2 in torch 2.13.0's oneDNN 3.12) writes past
+            # the input gradient: heap corruption on AVX2-only CPUs, silent on AVX-512 ones.
+            # In NCHW oneDNN runs another primitive (tests/test_heap_checked.py).
+            x = x.contiguous()
         x = self.relu(x)
         H, W = x.shape[-2:]
         shifted = F.pad(x[:, :, 1:, 1:], (0, W % 2, 0, H % 2))
