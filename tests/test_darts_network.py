@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from float64_agreement import assert_as_close_to_float64
+from float64_agreement import (
+    KINK_MARGIN,
+    assert_as_close_to_float64,
+    first_well_posed,
+    kink_distances,
+)
 from test_backends import device_for, triton_skip_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -62,10 +67,10 @@ def arch_and_weight_grads(net, batch):
     return list(grads[: len(arch)]), list(grads[len(arch) :])
 
 
-FUSED_CASES = [  # network kwargs, image size
-    pytest.param(dict(C=4, layers=3), 15, id="darts-odd-15"),
-    pytest.param(dict(C=4, layers=4, partial_channels=2), 16, id="pc-darts"),
-    pytest.param(dict(C=4, layers=3, recompute=True), 16, id="recompute"),
+FUSED_CASES = [  # network kwargs, image size (small: few values, so inputs far from kinks exist)
+    pytest.param(dict(C=4, layers=3), 9, id="darts-odd-9"),
+    pytest.param(dict(C=4, layers=4, partial_channels=2), 8, id="pc-darts"),
+    pytest.param(dict(C=4, layers=3, recompute=True), 8, id="recompute"),
 ]
 
 
@@ -87,8 +92,12 @@ def test_triton_search_iteration_matches_reference():
 def check_search_iteration(backend: str, kwargs: dict, size: int) -> None:
     """α/β and weight gradients, parameters after one search iteration and BatchNorm buffers.
     Float64 is the exact check (where the backend runs float64); float32 must be about as close
-    to float64 as the float32 reference is: with BatchNorm over 4×4 maps of 4 images the float32
-    reference's α gradients were 0.8 % from float64 on one CPU, 7e-7 on another."""
+    to float64 as the float32 reference is. The gradients are taken on a batch that keeps the
+    network KINK_MARGIN away from every ReLU and max-pool kink (float64_agreement.py): at the
+    first seed tried before, one ReLU input was 2.5e-8 of its tensor's scale from 0, and the
+    float32 reference's α gradient was 0.46 % from float64 on AVX-512, the fast path's on AVX2.
+    The parameters after the step and the running statistics move by lr × the gradients and
+    by the forward values, so kinks do not jump them."""
     dev = device_for(backend)
     torch.manual_seed(0)
     ref32 = DartsSearchNetwork(num_classes=5, backend="reference", **kwargs).to(dev)
@@ -101,7 +110,18 @@ def check_search_iteration(backend: str, kwargs: dict, size: int) -> None:
     if backend == "fused":  # the Triton kernels are float32 only
         nets["fast64"] = convert_mixed_ops(copy.deepcopy(ref64), backend)
     train = random_batch(4, size, classes=5, device=dev, seed=1)
-    val = random_batch(4, size, classes=5, device=dev, seed=2)
+
+    def val_images(seed):
+        return random_batch(4, size, classes=5, device=dev, seed=seed)[0].double()
+
+    val = random_batch(
+        4, size, classes=5, device=dev, seed=first_well_posed(ref64, val_images, range(2, 66))
+    )
+    # the premise of the margin: the float32 reference's values at the kinks stay well inside it
+    x32, x64 = val[0], val[0].double()
+    d32 = kink_distances(ref32, x32)
+    d64 = kink_distances(ref64, x64)
+    assert max(abs(a - b) for a, b in zip(d32, d64, strict=True)) < KINK_MARGIN / 2
 
     def in_dtype(batch, net):
         return batch[0].to(next(net.parameters()).dtype), batch[1]
