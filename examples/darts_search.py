@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastadl import PRIMITIVES, MixedOp
-from fastadl.cell_topology import edge_offset, num_edges
-from fastadl.genotype import decode_cell
-from fastadl.nn.transitions import ReLUConvBN
+from fastadl.nn.search.transitions import ReLUConvBN
 from fastadl.ops.reference import FactorizedReduce
+from fastadl.space.cell_topology import edge_offset, num_edges
+from fastadl.space.genotype import decode_cell
 
 
 class DartsSearchCell(nn.Module):
@@ -156,7 +156,7 @@ class DartsSearchNetwork(nn.Module):
 
     def genotype(self) -> dict[str, tuple[tuple[str, int], ...]]:
         """DARTS' decoding per cell type: per step the 2 strongest inputs, each with its best op
-        other than `none` (fastadl.genotype.decode_cell). From α alone (PC-DARTS also weighs
+        other than `none` (fastadl.space.genotype.decode_cell). From α alone (PC-DARTS also weighs
         the inputs by β: not done here)."""
         return {
             "normal": decode_cell(self.alphas_normal),

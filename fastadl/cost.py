@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastadl.cli_common import USER_ERRORS, add_config_flags, fail, overrides_from
-from fastadl.engine.config import PRESETS, SearchConfig, resolve
+from fastadl.runtime.cli import USER_ERRORS, add_config_flags, fail, overrides_from
+from fastadl.search.config import PRESETS, SearchConfig, resolve
 
 # Training images per dataset (the split gives each half about a half of them).
 TRAIN_IMAGES = {"cityscapes": 2975, "voc": 1464, "ade20k": 20210}

@@ -86,9 +86,13 @@ def _run_dir_ok(case: Case, before: dict[str, str]) -> bool:
         return True
     if case.resume:
         return _snapshot(run) == before
-    from fastadl.engine import config, train_config
-    from fastadl.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-    from fastadl.engine.config_base import ConfigError
+    from fastadl.runtime.config import ConfigError
+    from fastadl.runtime.rundir.checkpoint import (
+        CheckpointError,
+        latest_checkpoint,
+        load_checkpoint,
+    )
+    from fastadl.search import config, train_config
 
     cls = config.CONFIG if case.command == "search" else train_config.CONFIG
     try:

@@ -10,7 +10,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from fastadl.ops.small_work import torch_threads  # noqa: E402  (imports the kernels: after the above)
+from fastadl.ops.cell.small_work import torch_threads  # noqa: E402  (imports the kernels: after the above)
 
 
 @pytest.fixture(scope="module")

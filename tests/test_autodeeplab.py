@@ -5,14 +5,14 @@ import random
 import pytest
 import torch
 
-from fastadl.genotype import PAPER_GENOTYPE, Genotype, GenotypeError
 from fastadl.nn import AutoDeepLab
-from fastadl.nn.autodeeplab import PAPER_SIZES
-from fastadl.nn.decoder import atrous_rates_for
-from fastadl.nn.derived_ops import make_op
-from fastadl.nn.flops import count_multiply_adds
+from fastadl.nn.derived.autodeeplab import PAPER_SIZES
+from fastadl.nn.derived.decoder import atrous_rates_for
+from fastadl.nn.derived.flops import count_multiply_adds
+from fastadl.nn.derived.ops import make_op
 from fastadl.ops.primitives import DERIVED_PRIMITIVES
-from fastadl.trellis import levels_at
+from fastadl.space.genotype import PAPER_GENOTYPE, Genotype, GenotypeError
+from fastadl.space.trellis import levels_at
 
 
 def n_params(model):

@@ -20,17 +20,17 @@ from float64_agreement import assert_as_close_to_float64
 from torch import nn
 
 from fastadl import PRIMITIVES, MixedOp, SearchCell, SuperNet, convert_mixed_ops
-from fastadl.ops.mixed import BACKENDS, mixed_op, reference_mixed_op, resolve_backend
+from fastadl.ops.dispatch import BACKENDS, mixed_op, reference_mixed_op, resolve_backend
 
 CUDA = torch.cuda.is_available()
-HAS_TRITON_BACKEND = importlib.util.find_spec("fastadl.ops.triton_backend") is not None
+HAS_TRITON_BACKEND = importlib.util.find_spec("fastadl.ops.triton.backend") is not None
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 def triton_skip_reason(big: bool) -> str | None:
     if not HAS_TRITON_BACKEND:
-        return "fastadl.ops.triton_backend is not available"
+        return "fastadl.ops.triton.backend is not available"
     if CUDA:
         return None
     if not INTERPRET:

@@ -1,4 +1,4 @@
-"""The cell-level fast path (fastadl/ops/cell_fast.py) is the reference function.
+"""The cell-level fast path (fastadl/ops/cell/fast.py) is the reference function.
 
 A SearchCell or SuperNet whose edges are `fused`/`auto` runs each cell as one autograd node
 (its paths stacked, a state's edges together, hand-written backward). Against the same
@@ -19,12 +19,13 @@ from float64_agreement import assert_as_close_to_float64
 from torch import nn
 
 from fastadl import PRIMITIVES, SearchCell, SuperNet, convert_mixed_ops
-from fastadl.cell_topology import num_edges
-from fastadl.cpu_kernels import accepts
-from fastadl.ops import cell_fast, conv_runs, dw_crop, fanout
-from fastadl.ops.cell_function import CellFunction
-from fastadl.ops.fanout_native import group_forward
-from fastadl.ops.fanout_rows import NATIVE_POINTWISE_CHANNELS
+from fastadl.kernels.cpu import accepts
+from fastadl.ops.cell import conv_runs, dw_crop, fanout
+from fastadl.ops.cell import fast as cell_fast
+from fastadl.ops.cell.cpu.groups import group_forward
+from fastadl.ops.cell.cpu.rows import NATIVE_POINTWISE_CHANNELS
+from fastadl.ops.cell.function import CellFunction
+from fastadl.space.cell_topology import num_edges
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,7 +124,7 @@ def test_running_statistics_follow_the_sequential_per_path_updates():
 def test_search_cell_on_three_paths_matches_reference(prims, C, size, route, monkeypatch):
     """SearchCell.forward_paths (one trellis node) for any primitive subset, both pointwise
     GEMM layouts (C < 16 block-diagonal, C >= 16 batched) and merged/cropped conv runs; the
-    groups' forward as one C++ call (fastadl/ops/fanout_native.py) and as separate calls."""
+    groups' forward as one C++ call (fastadl/ops/cell/cpu/groups.py) and as separate calls."""
     calls = []
     if route == "per-kernel calls":
         monkeypatch.setattr(fanout, "group_native_ok", lambda *a: False)

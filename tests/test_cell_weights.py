@@ -7,10 +7,10 @@ import copy
 import torch
 
 from fastadl import SuperNet
-from fastadl.engine.flat_sgd import FlatSGD, search_weight_optimizer
-from fastadl.engine.steps import frozen
-from fastadl.ops.cell_plan import cached_cell_plan
-from fastadl.ops.cell_weights import bound_stacked_weights, packing_order
+from fastadl.ops.cell.plan import cached_cell_plan
+from fastadl.ops.cell.weights import bound_stacked_weights, packing_order
+from fastadl.runtime.steps import frozen
+from fastadl.search.flat_sgd import FlatSGD, search_weight_optimizer
 
 HYPER = dict(lr=0.05, momentum=0.9, weight_decay=3e-4)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastadl.engine.checkpoint import (
+from fastadl.runtime.rundir.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
@@ -18,7 +18,7 @@ from fastadl.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from fastadl.engine.metrics_log import MetricsLog, read, truncate_after
+from fastadl.runtime.rundir.metrics_log import MetricsLog, read, truncate_after
 
 
 def _state(step: int) -> dict:

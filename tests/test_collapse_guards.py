@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from fastadl.cell_topology import edge_index, num_edges
-from fastadl.engine.arch_stats import alpha_entropy, alpha_summary, beta_summary, op_histogram
-from fastadl.engine.architect import Architect
-from fastadl.engine.precision import Precision
-from fastadl.engine.searcher import Search, run_search
-from fastadl.genotype import decode_cell
 from fastadl.nn import SuperNet
 from fastadl.ops.primitives import PRIMITIVES
-from fastadl.trellis import normalize_betas
+from fastadl.runtime.precision import Precision
+from fastadl.search.arch_stats import alpha_entropy, alpha_summary, beta_summary, op_histogram
+from fastadl.search.architect import Architect
+from fastadl.search.searcher import Search, run_search
+from fastadl.space.cell_topology import edge_index, num_edges
+from fastadl.space.genotype import decode_cell
+from fastadl.space.trellis import normalize_betas
 from tests.test_search import MICRO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,7 +101,7 @@ def test_arch_stop_skips_freezes_alpha_beta_once_skips_dominate(tmp_path):
 
 
 def test_guards_are_off_by_default_and_the_run_unchanged(tmp_path):
-    from fastadl.engine.config import resolve
+    from fastadl.search.config import resolve
 
     cfg = resolve("tiny", {})
     assert (cfg.max_skips, cfg.arch_stop_skips, cfg.arch_entropy_weight) == (-1, 0, 0.0)

@@ -1,4 +1,4 @@
-"""``--compile`` (fastadl/nn/compile.py): the compiled supernet is the eager one, in both steps.
+"""``--compile`` (fastadl/nn/search/compile.py): the compiled supernet is the eager one, in both steps.
 
 A two-layer trellis (same-level, downsampling and upsampling transitions, H^{l-2} reduced by
 stride 1, 2 and 4; the second layer's transitions are the ones the α/β step compiles, since
@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from fastadl import SuperNet
-from fastadl.engine.config import resolve
-from fastadl.engine.metrics_log import read
-from fastadl.engine.searcher import run_search
-from fastadl.engine.steps import frozen, segmentation_loss
-from fastadl.nn.compile import compile_regions, compile_stats
+from fastadl.nn.search.compile import compile_regions, compile_stats
+from fastadl.runtime.rundir.metrics_log import read
+from fastadl.runtime.steps import frozen, segmentation_loss
+from fastadl.search.config import resolve
+from fastadl.search.searcher import run_search
 
 
 def _step(net: SuperNet, x, y, arch: bool) -> list[torch.Tensor]:

@@ -83,11 +83,11 @@ def test_piece_counts_add_up_to_the_whole_network(backend, one_thread):
 
 def test_triton_launch_table_matches_the_launchers(monkeypatch):
     """Every fastadl:: op launches as many kernels as LAUNCHES says (real launches, counted)."""
-    from fastadl.kernels import dwconv, edge_dwconv, pool, reduce, weighted_sum
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 
-    import fastadl.ops.triton_functions  # noqa: F401  (registers torch.ops.fastadl.*)
+    import fastadl.ops.triton.functions  # noqa: F401  (registers torch.ops.fastadl.*)
+    from fastadl.kernels.triton import dwconv, edge_dwconv, pool, reduce, weighted_sum
 
     launched = []
 

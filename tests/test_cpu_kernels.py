@@ -1,4 +1,4 @@
-"""fastadl/cpu_kernels + fastadl/ops/dw_native.py: the C++ depthwise convs equal ATen's (forward,
+"""fastadl/cpu_kernels + fastadl/ops/cell/cpu/dwconv.py: the C++ depthwise convs equal ATen's (forward,
 input gradient, weight gradient; float32 and float64; odd maps, rectangular and cropped
 kernels, dilations, an input repeated along channels), and a missing or broken compiler
 leaves the ATen path in charge with a warning."""
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fastadl.cpu_kernels as cpu_kernels
-from fastadl.cpu_kernels import accepts
-from fastadl.ops.dw_native import dw_conv, dw_weight_grad
+import fastadl.kernels.cpu as cpu_kernels
+from fastadl.kernels.cpu import accepts
+from fastadl.ops.cell.cpu.dwconv import dw_conv, dw_weight_grad
 
 CL = torch.channels_last
 SHAPES = [  # B, Cx, R (repeats), H, W, kh, kw, dilation
@@ -97,7 +97,7 @@ def test_broken_compiler_warns_and_falls_back(monkeypatch, tmp_path):
 
 def test_built_once_into_the_cache(monkeypatch, tmp_path):
     assert _fresh_library(monkeypatch, tmp_path) is not None
-    (built,) = tmp_path.glob("cpu_kernels/*/libfastadl_cpu.so")
+    (built,) = tmp_path.glob("fastadl/kernels/cpu/*/libfastadl_cpu.so")
     stamp = built.stat().st_mtime_ns
     assert _fresh_library(monkeypatch, tmp_path) is not None
     assert built.stat().st_mtime_ns == stamp  # loaded, not rebuilt

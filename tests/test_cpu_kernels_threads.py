@@ -1,5 +1,5 @@
 """The C++ kernels' large calls split between torch's OpenMP threads
-(fastadl/cpu_kernels/parallel.h): they share torch's thread count, give bit-identical results
+(fastadl/kernels/cpu/parallel.h): they share torch's thread count, give bit-identical results
 on one thread and on two, and still equal their ATen twins. Sizes are above the kernels'
 parallel threshold (each test checks that: below it both runs would be one thread's) and odd,
 so the split ranges are uneven."""
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from fastadl import cpu_kernels
-from fastadl.ops import fanout_rows as fr
-from fastadl.ops.dw_native import dw_weight_grad
-from fastadl.ops.small_work import torch_threads
+from fastadl.ops.cell.cpu import rows as fr
+from fastadl.ops.cell.cpu.dwconv import dw_weight_grad
+from fastadl.ops.cell.small_work import torch_threads
 
 P, Q, N_ROWS, E, C = 3, 523, 4, 5, 8  # 250k values: well above the threshold
 TOL = dict(rtol=1e-5, atol=1e-5)

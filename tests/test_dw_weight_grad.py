@@ -1,4 +1,4 @@
-"""fastadl/ops/dw_crop.py: the depthwise weight gradient equals autograd's on every path it
+"""fastadl/ops/cell/cpu/dw_crop.py: the depthwise weight gradient equals autograd's on every path it
 takes (the C++ kernel; without it 1×1 crops, shifted windows, swapped-axes convs, oneDNN),
 odd and tiny maps included."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fastadl.ops.dw_crop as dw_crop
-from fastadl.ops.dw_crop import dw_weight_grad
+import fastadl.ops.cell.cpu.dw_crop as dw_crop
+from fastadl.ops.cell.cpu.dw_crop import dw_weight_grad
 
 
 @pytest.mark.parametrize("route", ["native", "aten"])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastadl.engine.checkpoint import load_checkpoint
-from fastadl.engine.metrics_log import read
+from fastadl.runtime.rundir.checkpoint import load_checkpoint
+from fastadl.runtime.rundir.metrics_log import read
 
 # 16 synthetic 32×32 images: trainA/trainB of 8, 2 per rank and step → 2 steps an epoch.
 FLAGS = [

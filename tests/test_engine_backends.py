@@ -13,11 +13,11 @@ import dataclasses
 import pytest
 import torch
 
-from fastadl.engine import config, train_config
-from fastadl.engine.checkpoint import load_checkpoint
-from fastadl.engine.metrics_log import read
-from fastadl.engine.searcher import run_search
-from fastadl.engine.trainer import run_train
+from fastadl.runtime.rundir.checkpoint import load_checkpoint
+from fastadl.runtime.rundir.metrics_log import read
+from fastadl.search import config, train_config
+from fastadl.search.searcher import run_search
+from fastadl.train.trainer import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,13 +12,13 @@ from torch import nn
 
 from fastadl.data.synthetic import PALETTE, render_scene
 from fastadl.data.transforms import to_tensors
-from fastadl.engine.checkpoint import load_checkpoint, save_checkpoint
-from fastadl.engine.inference import MultiScaleInference, model_from_checkpoint
-from fastadl.engine.train_config import resolve
-from fastadl.engine.trainer import run_train
+from fastadl.deploy.inference import MultiScaleInference, model_from_checkpoint
 from fastadl.evaluate import main as evaluate_main
-from fastadl.genotype import PAPER_GENOTYPE
 from fastadl.predict import main as predict_main
+from fastadl.runtime.rundir.checkpoint import load_checkpoint, save_checkpoint
+from fastadl.space.genotype import PAPER_GENOTYPE
+from fastadl.train.config import resolve
+from fastadl.train.trainer import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,14 +10,14 @@ from export_helpers import EXPORT_SIZE, scene, tiny_trained_run
 from torch import nn
 
 from fastadl.data.transforms import to_tensors
-from fastadl.engine.checkpoint import load_checkpoint, save_checkpoint
-from fastadl.engine.exporter import CastingNetwork
-from fastadl.engine.fixed_size import FixedSizeInference, fitted_size
-from fastadl.engine.inference import model_from_checkpoint, paper_prefix
+from fastadl.deploy.exporter import CastingNetwork
+from fastadl.deploy.fixed_size import FixedSizeInference, fitted_size
+from fastadl.deploy.inference import model_from_checkpoint, paper_prefix
 from fastadl.export import main as export_main
-from fastadl.genotype import PAPER_GENOTYPE
-from fastadl.nn.autodeeplab import AutoDeepLab
-from fastadl.nn.fold_batchnorm import count_batchnorms, fold_batchnorm
+from fastadl.nn.derived.autodeeplab import AutoDeepLab
+from fastadl.nn.derived.fold_batchnorm import count_batchnorms, fold_batchnorm
+from fastadl.runtime.rundir.checkpoint import load_checkpoint, save_checkpoint
+from fastadl.space.genotype import PAPER_GENOTYPE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

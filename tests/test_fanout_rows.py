@@ -1,4 +1,4 @@
-"""fastadl/ops/fanout_rows.py: the C++ row kernels equal their ATen twins and the plain
+"""fastadl/ops/cell/cpu/rows.py: the C++ row kernels equal their ATen twins and the plain
 formulas, on strided, broadcast and permuted views like the fan-out group's, float32 and
 float64, odd sizes."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastadl.cpu_kernels import accepts
-from fastadl.ops import fanout_rows as fr
+from fastadl.kernels.cpu import accepts
+from fastadl.ops.cell.cpu import rows as fr
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from fastadl import SuperNet
-from fastadl.engine.flat_sgd import FlatSGD
-from fastadl.engine.precision import Precision
-from fastadl.engine.steps import frozen, stepped_parameters, weight_step
+from fastadl.runtime.precision import Precision
+from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
+from fastadl.search.flat_sgd import FlatSGD
 
 HYPER = dict(lr=0.05, momentum=0.9, weight_decay=3e-4)
 

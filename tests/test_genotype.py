@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
-from fastadl.cell_topology import edge_index, num_edges
-from fastadl.genotype import (
+from fastadl.ops.primitives import PRIMITIVES
+from fastadl.space.cell_topology import edge_index, num_edges
+from fastadl.space.genotype import (
     PAPER_GENOTYPE,
     Genotype,
     GenotypeError,
@@ -15,8 +16,7 @@ from fastadl.genotype import (
     path_log_prob,
     viterbi,
 )
-from fastadl.ops.primitives import PRIMITIVES
-from fastadl.trellis import count_paths, normalize_betas
+from fastadl.space.trellis import count_paths, normalize_betas
 
 
 def all_valid_paths(L):

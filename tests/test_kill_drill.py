@@ -52,7 +52,7 @@ def test_the_comparison_sees_a_difference(drill, drilled, tmp_path):
 
     import torch
 
-    from fastadl.engine.checkpoint import latest_checkpoint
+    from fastadl.runtime.rundir.checkpoint import latest_checkpoint
 
     work, _ = drilled
     ref, changed = work / "reference", tmp_path / "changed"

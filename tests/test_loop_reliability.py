@@ -15,13 +15,13 @@ import torch
 from small_runs import SMALL_TRAIN
 
 from fastadl import search, train
-from fastadl.cli_common import build_parser
-from fastadl.engine import checkpoint as checkpoint_module
-from fastadl.engine import config, train_config
-from fastadl.engine import steps as steps_module
-from fastadl.engine.checkpoint import latest_checkpoint, load_checkpoint
-from fastadl.engine.loop import Checkpointer
-from fastadl.engine.metrics_log import read
+from fastadl.runtime import steps as steps_module
+from fastadl.runtime.cli import build_parser
+from fastadl.runtime.loop import Checkpointer
+from fastadl.runtime.rundir import checkpoint as checkpoint_module
+from fastadl.runtime.rundir.checkpoint import latest_checkpoint, load_checkpoint
+from fastadl.runtime.rundir.metrics_log import read
+from fastadl.search import config, train_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,7 +40,7 @@ def _signal_at_weight_step(monkeypatch, at: int, *signals: int) -> None:
                 os.kill(os.getpid(), s)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("fastadl.engine.trainer.weight_step", step)
+    monkeypatch.setattr("fastadl.train.trainer.weight_step", step)
 
 
 def _same_weights(a, b) -> None:

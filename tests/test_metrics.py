@@ -9,8 +9,8 @@ import torch
 from ddp_utils import run_processes
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from fastadl.engine import distributed
-from fastadl.engine.metrics import ConfusionMatrix
+from fastadl.runtime import distributed
+from fastadl.runtime.metrics import ConfusionMatrix
 
 
 def _random_batch(n: int, c: int, h: int = 9, w: int = 13, ignore_frac: float = 0.2, seed: int = 0):

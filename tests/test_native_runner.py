@@ -19,7 +19,7 @@ from export_helpers import EXPORT_SIZE, scene, tiny_trained_run
 from PIL import Image
 
 from fastadl.data.transforms import to_tensors
-from fastadl.engine.inference import model_from_checkpoint
+from fastadl.deploy.inference import model_from_checkpoint
 from fastadl.export import main as export_main
 from fastadl.predict import main as predict_main
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fastadl.engine import plots
-from fastadl.genotype import PAPER_GENOTYPE, viterbi
 from fastadl.ops.primitives import PRIMITIVES
-from fastadl.trellis import normalize_betas
+from fastadl.runtime.rundir import plots as run_plots
+from fastadl.search import plots
+from fastadl.space.genotype import PAPER_GENOTYPE, viterbi
+from fastadl.space.trellis import normalize_betas
 
 
 def _check_png(path, min_side: int = 200) -> tuple[int, int]:
@@ -66,22 +67,22 @@ def test_plot_curves_tolerates_missing_keys(tmp_path):
     records += [{"kind": "arch", "step": s, "loss": 1.5 / (1 + s)} for s in range(10, 20)]
     records += [{"kind": "val", "epoch": e, "val_miou": 0.1 * e} for e in range(4)]
     records += [{"kind": "val", "epoch": 4, "val_miou": None}]  # NaN written as null
-    _check_png(plots.plot_curves(records, tmp_path / "curves.png"))
-    _check_png(plots.plot_curves([], tmp_path / "empty.png"))
+    _check_png(run_plots.plot_curves(records, tmp_path / "curves.png"))
+    _check_png(run_plots.plot_curves([], tmp_path / "empty.png"))
 
 
 def test_plot_confusion_row_normalised(tmp_path):
     m = torch.randint(0, 50, (5, 5)) + 200 * torch.eye(5, dtype=torch.long)
     m[4] = 0  # a class never present in the targets must not divide by zero
     names = ["road", "sidewalk", "building", "wall", "fence"]
-    _check_png(plots.plot_confusion(m, names, tmp_path / "confusion.png"))
+    _check_png(run_plots.plot_confusion(m, names, tmp_path / "confusion.png"))
     with pytest.raises(ValueError, match="2 class names"):
-        plots.plot_confusion(m, names[:2], tmp_path / "bad.png")
+        run_plots.plot_confusion(m, names[:2], tmp_path / "bad.png")
 
 
 def test_importing_plots_does_not_import_matplotlib_or_select_a_backend():
     code = (
-        "import sys, fastadl.engine.plots, fastadl.engine.metrics, fastadl.engine.checkpoint;"
+        "import sys, fastadl.search.plots, fastadl.runtime.metrics, fastadl.runtime.rundir.checkpoint;"
         "print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""fastadl/ops/pools_native.py: the C++ 3×3 pools (stride 1, padding 1) and their backward equal
+"""fastadl/ops/cell/cpu/pools.py: the C++ 3×3 pools (stride 1, padding 1) and their backward equal
 torch's max pool and average pool (count_include_pad=False) on odd and tiny maps, ties and
 both dtypes included."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastadl.ops.pools_native import pool_rows_native, pools_grad_native, pools_native_ok
+from fastadl.ops.cell.cpu.pools import pool_rows_native, pools_grad_native, pools_native_ok
 
 CL = torch.channels_last
 

@@ -24,7 +24,7 @@ from test_backends import (
 from torch import nn
 
 from fastadl import PRIMITIVES, MixedOp
-from fastadl.ops.fused import cached_plan
+from fastadl.ops.edge.fused import cached_plan
 from fastadl.ops.reference import OPS, FactorizedReduce, Identity
 
 STRIDE2_CASES = [  # (N, C, H, W), primitives

@@ -1,9 +1,9 @@
-"""fastadl/ops/saved_tree.py: a nested saved state comes back as it went in (same tensors,
+"""fastadl/ops/cell/saved_tree.py: a nested saved state comes back as it went in (same tensors,
 containers of the same types, constants and None kept), with its tensors in a flat list."""
 
 import torch
 
-from fastadl.ops.saved_tree import pack, unpack
+from fastadl.ops.cell.saved_tree import pack, unpack
 
 
 def test_round_trip_keeps_structure_and_identity():

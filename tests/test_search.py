@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
-from fastadl.engine import steps
-from fastadl.engine.architect import Architect
-from fastadl.engine.checkpoint import latest_checkpoint, load_checkpoint
-from fastadl.engine.config import ConfigError, SearchConfig, resolve
-from fastadl.engine.precision import Precision
-from fastadl.engine.searcher import run_search
-from fastadl.engine.steps import NonFiniteError
 from fastadl.nn import SuperNet
-from fastadl.search import main
+from fastadl.runtime import steps
+from fastadl.runtime.precision import Precision
+from fastadl.runtime.rundir.checkpoint import latest_checkpoint, load_checkpoint
+from fastadl.runtime.steps import NonFiniteError
+from fastadl.search.architect import Architect
+from fastadl.search.cli import main
+from fastadl.search.config import ConfigError, SearchConfig, resolve
+from fastadl.search.searcher import run_search
 
 # A search small enough for a test: 2 layers, 16 synthetic 32×32 images, 2 steps an epoch.
 MICRO = dataclasses.replace(

@@ -5,9 +5,9 @@ import dataclasses
 import torch
 from ddp_utils import run_processes
 
-from fastadl.engine.checkpoint import load_checkpoint
-from fastadl.engine.config import resolve
-from fastadl.engine.searcher import run_search
+from fastadl.runtime.rundir.checkpoint import load_checkpoint
+from fastadl.search.config import resolve
+from fastadl.search.searcher import run_search
 
 CFG = dataclasses.replace(
     resolve("tiny", {}),

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from fastadl.engine.arch_stats import alpha_summary, beta_summary
-from fastadl.engine.plots import plot_alpha_history
 from fastadl.ops.primitives import PRIMITIVES
-from fastadl.study_plots import plot_groups, plot_op_shares
-from fastadl.study_report import group_stats, searched_vs_random_verdict
-from fastadl.trellis import normalize_betas
+from fastadl.search.arch_stats import alpha_summary, beta_summary
+from fastadl.search.plots import plot_alpha_history
+from fastadl.space.trellis import normalize_betas
+from fastadl.study.plots import plot_groups, plot_op_shares
+from fastadl.study.report import group_stats, searched_vs_random_verdict
 from tests.test_plots import _check_png
 
 

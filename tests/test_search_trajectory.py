@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from fastadl import SuperNet
-from fastadl.engine.architect import Architect
-from fastadl.engine.flat_sgd import search_weight_optimizer
-from fastadl.engine.precision import Precision
-from fastadl.engine.steps import frozen, stepped_parameters, weight_step
+from fastadl.runtime.precision import Precision
+from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
+from fastadl.search.architect import Architect
+from fastadl.search.flat_sgd import search_weight_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

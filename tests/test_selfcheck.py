@@ -26,7 +26,7 @@ def test_quick_selfcheck_passes_and_prints_its_tables(capsys, one_thread):
 
 
 def test_a_wrong_backend_fails_the_selfcheck(monkeypatch, capsys, one_thread):
-    import fastadl.ops.fused as fused
+    import fastadl.ops.edge.fused as fused
 
     real = fused.fused_mixed_op
     monkeypatch.setattr(fused, "fused_mixed_op", lambda *a, **k: 1.001 * real(*a, **k))

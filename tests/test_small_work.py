@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastadl.ops.small_work import SMALL_WORK_VALUES, threads_for, torch_threads
+from fastadl.ops.cell.small_work import SMALL_WORK_VALUES, threads_for, torch_threads
 
 CPU = torch.device("cpu")
 

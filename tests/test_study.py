@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from fastadl import study_jobs
-from fastadl.engine.loop import LoopResult
-from fastadl.genotype import Genotype
-from fastadl.study import main
+from fastadl.runtime.loop import LoopResult
+from fastadl.space.genotype import Genotype
+from fastadl.study import jobs as study_jobs
+from fastadl.study.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,8 +65,8 @@ def fake_runs(monkeypatch, calls, fail_at=None):
         g.save(run_dir / "genotype.json")
         return LoopResult(run_dir, step=2, epoch=1, val_miou=[0.1, 0.2 + 0.01 * len(calls)])
 
-    monkeypatch.setattr("fastadl.engine.searcher.run_search", run)
-    monkeypatch.setattr("fastadl.engine.trainer.run_train", run)
+    monkeypatch.setattr("fastadl.search.searcher.run_search", run)
+    monkeypatch.setattr("fastadl.train.trainer.run_train", run)
 
 
 def test_a_killed_study_continues_from_what_it_finished(tmp_path, monkeypatch, capsys):

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from fastadl.ops.primitives import DERIVED_PRIMITIVES
-from fastadl.study_random import random_cell, random_genotype, random_path
-from fastadl.trellis import count_paths, paths_into
+from fastadl.space.random_genotype import random_cell, random_genotype, random_path
+from fastadl.space.trellis import count_paths, paths_into
 from tests.test_genotype import all_valid_paths
 
 
@@ -46,7 +46,7 @@ def test_random_paths_are_valid_and_uniform(layers):
 
 def test_a_forward_random_walk_would_fail_the_uniformity_check():
     """The check above can fail: a walk choosing each next level uniformly is not uniform."""
-    from fastadl.trellis import levels_at
+    from fastadl.space.trellis import levels_at
 
     def walk(rng, layers):
         path, level = [], 0

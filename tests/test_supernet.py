@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fastadl.nn import SearchCell, SuperNet
-from fastadl.nn.mixed_op import MixedOp
-from fastadl.trellis import COARSER, FINER, normalize_betas, num_cell_evaluations, num_nodes
+from fastadl.nn.search.mixed_op import MixedOp
+from fastadl.space.trellis import COARSER, FINER, normalize_betas, num_cell_evaluations, num_nodes
 
 
 def small_net(layers=3, F=2, classes=4, **kw):
@@ -71,7 +71,7 @@ def test_one_backward_reaches_every_alpha_and_every_reachable_beta():
     net = small_net(layers=4)
     net(torch.randn(2, 3, 19, 23)).logsumexp(1).mean().backward()
     assert torch.all(net.alphas.grad != 0)
-    from fastadl.trellis import transition_mask
+    from fastadl.space.trellis import transition_mask
 
     reachable = transition_mask(4)
     assert torch.all(net.betas.grad[reachable] != 0)

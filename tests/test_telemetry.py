@@ -11,9 +11,9 @@ import torch
 from small_runs import SMALL_TRAIN
 
 from fastadl import train
-from fastadl.engine import telemetry
-from fastadl.engine.metrics_log import read
-from fastadl.engine.telemetry import GpuMonitor, Telemetry, gpu_monitor
+from fastadl.runtime.rundir import telemetry
+from fastadl.runtime.rundir.metrics_log import read
+from fastadl.runtime.rundir.telemetry import GpuMonitor, Telemetry, gpu_monitor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from small_runs import SMALL_TRAIN
 
-from fastadl.engine.checkpoint import latest_checkpoint, load_checkpoint
-from fastadl.engine.inference import build_model, load_genotype
-from fastadl.engine.metrics_log import read
-from fastadl.engine.train_config import resolve
-from fastadl.engine.trainer import poly_lr, run_train
-from fastadl.genotype import PAPER_GENOTYPE
-from fastadl.train import main
+from fastadl.deploy.inference import build_model, load_genotype
+from fastadl.runtime.rundir.checkpoint import latest_checkpoint, load_checkpoint
+from fastadl.runtime.rundir.metrics_log import read
+from fastadl.space.genotype import PAPER_GENOTYPE
+from fastadl.train.cli import main
+from fastadl.train.config import resolve
+from fastadl.train.trainer import poly_lr, run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,8 +167,8 @@ def test_a_searched_genotype_loads_and_trains(tmp_path):
     """The hand-off a user makes: search, then retrain the network the search found."""
     import dataclasses
 
-    from fastadl.engine.config import resolve as resolve_search
-    from fastadl.engine.searcher import run_search
+    from fastadl.search.config import resolve as resolve_search
+    from fastadl.search.searcher import run_search
 
     search_cfg = dataclasses.replace(
         resolve_search("tiny", {}), num_images=16, image_size=32, crop_size=32, val_images=2,

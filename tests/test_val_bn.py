@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from fastadl.data import build_dataset
-from fastadl.engine import config
-from fastadl.engine.evaluation import validation_scores
-from fastadl.engine.precision import Precision
 from fastadl.nn import SuperNet
 from fastadl.nn.batchnorm import batch_statistics, batchnorms
+from fastadl.runtime.precision import Precision
+from fastadl.runtime.validation import validation_scores
+from fastadl.search import config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -40,8 +40,8 @@ class Schedule:
 
 def schedule(cfg, train_images: int) -> Schedule:
     """Steps of the whole search (one process): the smaller half of the trainA/trainB split in
-    full batches per epoch, α/β steps from ``arch_start_epoch`` on (fastadl/engine/searcher.py)."""
-    from fastadl.engine.loading import batches_per_epoch
+    full batches per epoch, α/β steps from ``arch_start_epoch`` on (fastadl/search/searcher.py)."""
+    from fastadl.runtime.loading import batches_per_epoch
 
     per_epoch = batches_per_epoch(train_images // 2, cfg.batch_size)
     return Schedule(

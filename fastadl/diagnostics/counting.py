@@ -100,7 +100,7 @@ def _edge_backward_flop(dy, x, w_s3, *args, out_shape=None, **kwargs) -> int:  #
 def flop_formulas() -> dict:
     """Formulas on shapes, as FlopCounterMode's custom_mapping takes them (module docstring)."""
     formulas = {torch.ops.aten.convolution_backward: _grouped_conv_backward}
-    if hasattr(torch.ops.fastadl, "dwconv"):  # registered once fastadl.ops.triton_functions loads
+    if hasattr(torch.ops.fastadl, "dwconv"):  # registered once fastadl.ops.triton.functions loads
         ops = torch.ops.fastadl
         formulas.update({
             ops.dwconv: _dwconv_flop,

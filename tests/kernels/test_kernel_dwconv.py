@@ -1,12 +1,12 @@
-"""Depthwise-conv kernels (kernels/dwconv.py) vs F.conv2d(groups=C): output, dx, dweight."""
+"""Depthwise-conv kernels (fastadl/kernels/triton/dwconv.py) vs F.conv2d(groups=C): output, dx, dweight."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from fastadl.kernels import dwconv as kernel
-from fastadl.kernels import nhwc
 
-from fastadl.ops.triton_functions import dwconv
+from fastadl.kernels.triton import dwconv as kernel
+from fastadl.kernels.triton import nhwc
+from fastadl.ops.triton.functions import dwconv
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 

@@ -1,14 +1,14 @@
-"""Fused first stage (kernels/edge_dwconv.py) vs F.conv2d(ReLU(x)) per filter: one edge (four
+"""Fused first stage (fastadl/kernels/triton/edge_dwconv.py) vs F.conv2d(ReLU(x)) per filter: one edge (four
 filters) and E edges reading one input (E·4 filters): outputs, dx and every filter gradient,
 including weight-gradient reductions spread over several programs with tail tiles."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from fastadl.kernels import edge_dwconv as kernel
-from fastadl.kernels import nhwc
 
-from fastadl.ops.triton_functions import edge_dwconv, edge_dwconv_multi
+from fastadl.kernels.triton import edge_dwconv as kernel
+from fastadl.kernels.triton import nhwc
+from fastadl.ops.triton.functions import edge_dwconv, edge_dwconv_multi
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 

@@ -1,13 +1,13 @@
-"""Fused pool kernel (kernels/pool.py) vs max_pool2d / avg_pool2d(count_include_pad=False) and
+"""Fused pool kernel (fastadl/kernels/triton/pool.py) vs max_pool2d / avg_pool2d(count_include_pad=False) and
 their BatchNorm sums (shifted by the pools at pixel 0, held constant): outputs, stats, and dx
 through all of them; the shift keeps the variance accurate far from zero."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from fastadl.kernels.pool import pool3x3_bwd, pool3x3_fwd
 
-from fastadl.ops.triton_functions import pool3x3
+from fastadl.kernels.triton.pool import pool3x3_bwd, pool3x3_fwd
+from fastadl.ops.triton.functions import pool3x3
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 
@@ -15,7 +15,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (con
 def _reference(x):
     mx = F.max_pool2d(x, 3, 1, 1)
     av = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-    m0, a0 = mx[0, :, 0, 0].detach(), av[0, :, 0, 0].detach()  # constants (see kernels/pool.py)
+    m0, a0 = mx[0, :, 0, 0].detach(), av[0, :, 0, 0].detach()  # constants (see kernels/triton/pool.py)
     dm, da = mx - m0[:, None, None], av - a0[:, None, None]
     sums = [t.sum((0, 2, 3)) for t in (dm, dm * dm, da, da * da)]
     return mx, av, torch.stack([*sums, m0, a0])

@@ -1,5 +1,5 @@
-"""The deterministic second stage (kernels/reduce.py::sum_rows) over many rows, the
-weight-gradient grid sizing (kernels/nhwc.py::reduce_grid), and the device guard every
+"""The deterministic second stage (fastadl/kernels/triton/reduce.py::sum_rows) over many rows, the
+weight-gradient grid sizing (fastadl/kernels/triton/nhwc.py::reduce_grid), and the device guard every
 launcher takes (a launch for tensors on cuda:1 must run on device 1, not the current one)."""
 
 import ast
@@ -8,8 +8,9 @@ import types
 
 import pytest
 import torch
-from fastadl.kernels import nhwc
-from fastadl.kernels.reduce import sum_rows
+
+from fastadl.kernels.triton import nhwc
+from fastadl.kernels.triton.reduce import sum_rows
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 KERNELS_DIR = pathlib.Path(nhwc.__file__).parent

@@ -1,9 +1,9 @@
-"""Weighted-sum kernel (kernels/weighted_sum.py) vs Σ_k w_k · y_k in torch: output, dy, dw."""
+"""Weighted-sum kernel (fastadl/kernels/triton/weighted_sum.py) vs Σ_k w_k · y_k in torch: output, dy, dw."""
 
 import pytest
 import torch
 
-from fastadl.ops.triton_functions import weighted_sum
+from fastadl.ops.triton.functions import weighted_sum
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 

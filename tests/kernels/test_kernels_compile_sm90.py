@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import JITFunction, create_function_from_signature
-    from fastadl.kernels import dwconv, edge_dwconv, pool, reduce, weighted_sum
+    from fastadl.kernels.triton import dwconv, edge_dwconv, pool, reduce, weighted_sum
 
     launches = []
 

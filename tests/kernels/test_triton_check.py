@@ -1,12 +1,13 @@
-"""The `auto` policy (fastadl/ops/triton_check.py): triton only on a CUDA device whose cached
+"""The `auto` policy (fastadl/ops/triton/check.py): triton only on a CUDA device whose cached
 kernel smoke check passed, fused otherwise; the check itself passes on this device and fails,
 with a one-line reason, on a wrong or crashing kernel."""
 
 import pytest
 import torch
 
-from fastadl.ops import triton_backend, triton_check
-from fastadl.ops.mixed import auto_backend, resolve_backend
+from fastadl.ops.dispatch import auto_backend, resolve_backend
+from fastadl.ops.triton import backend as triton_backend
+from fastadl.ops.triton import triton_check
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from fastadl.ops import OPS, PRIMITIVES
-from fastadl.ops.mixed import reference_mixed_op
+from fastadl.ops.dispatch import reference_mixed_op
 from fastadl.ops.reference import DilConv
-from fastadl.ops.triton_backend import triton_mixed_op
+from fastadl.ops.triton.backend import triton_mixed_op
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 

@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-import fastadl.ops.triton_functions  # noqa: F401  (registers torch.ops.fastadl.*)
-from fastadl.ops.triton_backend import triton_mixed_op
+import fastadl.ops.triton.functions  # noqa: F401  (registers torch.ops.fastadl.*)
+from fastadl.ops.triton.backend import triton_mixed_op
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 
