@@ -15,7 +15,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (con
 def _reference(x):
     mx = F.max_pool2d(x, 3, 1, 1)
     av = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
-    m0, a0 = mx[0, :, 0, 0].detach(), av[0, :, 0, 0].detach()  # constants (see kernels/triton/pool.py)
+    m0, a0 = mx[0, :, 0, 0].detach(), av[0, :, 0, 0].detach()  # constants: triton/pool.py
     dm, da = mx - m0[:, None, None], av - a0[:, None, None]
     sums = [t.sum((0, 2, 3)) for t in (dm, dm * dm, da, da * da)]
     return mx, av, torch.stack([*sums, m0, a0])
