@@ -1,4 +1,4 @@
-"""Generated malformed inputs for the bad-input sweep (tests/test_bad_inputs.py and
+"""Generated malformed inputs for the bad-input sweep (tests/data/test_bad_inputs.py and
 scripts/bad_input_sweep.py): datasets of every format, genotype and config JSON, checkpoints,
 CLI flags. Each case is a command line plus what its one error line must name.
 

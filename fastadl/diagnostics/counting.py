@@ -32,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import conv_backward_flop, flop_registry, shape_wrapper
 
 # Kernels each fastadl:: Triton op launches (kernels/*.py launchers; a weight gradient or BN
-# sum adds reduce.sum_rows). tests/test_cost.py checks this table against real launches.
+# sum adds reduce.sum_rows). tests/diagnostics/test_cost.py checks this table against real launches.
 LAUNCHES = {
     "weighted_sum": 1,
     "weighted_sum_backward": 2,

@@ -9,7 +9,7 @@ convolution's worth for the input gradient where the input needs one and one for
 gradient (weight step only). In the α/β step the
 backward reaches a convolution only if its input depends on α or β: nothing before the first
 mixed edge (the stem, layer 1's transitions, the edges of H^{l-2} and H^{l-1} while those are
-still the stem's), which is also what autograd skips. tests/test_cost.py holds the total
+still the stem's), which is also what autograd skips. tests/diagnostics/test_cost.py holds the total
 against torch.utils.flop_counter on the reference backend.
 """
 

@@ -11,7 +11,7 @@ see one tensor.
 
 **decision**: torch's SGD skips a parameter whose ``.grad`` is None (no decay, no momentum);
 here every parameter always has a (zeroed) gradient. In the supernet every weight receives a
-gradient in every weight step (tests/test_flat_sgd.py checks it), so the updates are the same.
+gradient in every weight step (tests/search/test_flat_sgd.py checks it), so the updates are the same.
 
 Contract: build it after the model has its final device and dtype (``.to()`` replaces the
 parameters' tensors and would cut the views); zero gradients with ``zero_grad()`` (which keeps

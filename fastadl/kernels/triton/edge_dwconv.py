@@ -44,7 +44,7 @@ BRANCHES = ((3, 1), (5, 1), (3, 2), (5, 2))
 _TAPS = tuple(k * k for k, _ in BRANCHES)  # 9, 25, 9, 25 → 68 partial columns per channel
 # (tile elements, num_warps); see nhwc.py. The forward's tile is shared by the E_BLOCK weight
 # sets of a program (accumulators [E_BLOCK, BLOCK_P, BLOCK_C]), so its pixels shrink as E_BLOCK
-# grows. ptxas sm_90 (tests/kernels/test_kernels_compile_sm90.py):
+# grows. ptxas sm_90 (tests/kernels/triton/test_kernels_compile_sm90.py):
 # no spills at any E_BLOCK and channel block.
 _FWD_CFG = (512, 8)
 _INPUT_CFG = (256, 8)

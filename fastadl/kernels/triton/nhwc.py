@@ -34,7 +34,7 @@ from triton import knobs
 # many loads in flight per thread), so registers grow with taps × elements per thread. Each
 # launcher's (tile elements, num_warps) comes from a ptxas survey at sm_90: the largest tile
 # that compiles without spills at C = 8 and C = 64, where tile size mattered; a few hundred
-# elements per program otherwise. tests/kernels/test_kernels_compile_sm90.py keeps them
+# elements per program otherwise. tests/kernels/triton/test_kernels_compile_sm90.py keeps them
 # spill-free.
 
 # Channel-block cap: 64 fp32 = 256 B per pixel, two 128 B lines; Auto-DeepLab's C is at most 64.

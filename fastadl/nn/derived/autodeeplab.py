@@ -10,7 +10,7 @@ Structure (the authors' TF model, tensorflow/models research/deeplab/core/nas_ne
 
 Interpretation choices (each one is needed for, or neutral to, the paper's parameter counts
 10.15 M / 21.62 M / 44.42 M for S / M / L with 19 classes, which this code reproduces: 10.147 M,
-21.622 M, 44.425 M; see tests/test_autodeeplab.py):
+21.622 M, 44.425 M; see tests/nn/test_autodeeplab.py):
 - The stem's taps are taken after BN and before the ReLU, as in TF's ``_nas_stem``; every
   consumer starts with a ReLU (the cells' ReLU-1×1-BN preprocessing and the sep / dil convs).
 - Every BN is affine (2 parameters per channel); every conv is bias-free except the classifier.

@@ -28,7 +28,7 @@ docs/PERFORMANCE.md, ``--compile``):
 
 The weight step (α/β frozen) and the α/β step (weights frozen, so the transitions only pass
 gradients to their inputs) are different graphs; each compiles on its first step, and after
-that the two steps alternate without recompiling (tests/test_compile_regions.py).
+that the two steps alternate without recompiling (tests/nn/test_compile_regions.py).
 :func:`compile_stats` reports what was compiled and how long it took.
 """
 

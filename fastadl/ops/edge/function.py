@@ -26,7 +26,7 @@ and of a separable first stage (w = 1, g = gy the gradient at its ReLU's output)
 
 ``recompute=True`` saves only the inputs: backward reruns the forward to rebuild the
 intermediates (an edge then keeps about one input-sized tensor instead of ~22; the reference
-keeps ~29, tests/test_recompute.py). Every saved intermediate is a base tensor, not a view:
+keeps ~29, tests/ops/test_recompute.py). Every saved intermediate is a base tensor, not a view:
 torch.compile traces this Function whole and refuses saved views of intermediates.
 """
 

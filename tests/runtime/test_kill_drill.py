@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "kill_drill.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kill_drill.py"
 
 # 24 synthetic 32×32 images: 3 steps of 4 an epoch, 3 epochs; a checkpoint every 2 steps.
 FLAGS = [

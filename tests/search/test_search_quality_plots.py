@@ -9,7 +9,7 @@ from fastadl.search.plots import plot_alpha_history
 from fastadl.space.trellis import normalize_betas
 from fastadl.study.plots import plot_groups, plot_op_shares
 from fastadl.study.report import group_stats, searched_vs_random_verdict
-from tests.test_plots import _check_png
+from tests.search.test_plots import _check_png
 
 
 @pytest.mark.parametrize("edges", [9, 20])  # the tiny search's B = 3, the paper's B = 5

@@ -25,7 +25,7 @@ from fastadl.predict import main as predict_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZE = f"{EXPORT_SIZE[0]}x{EXPORT_SIZE[1]}"
 
 

@@ -16,7 +16,7 @@ from fastadl.search.searcher import Search, run_search
 from fastadl.space.cell_topology import edge_index, num_edges
 from fastadl.space.genotype import decode_cell
 from fastadl.space.trellis import normalize_betas
-from tests.test_search import MICRO
+from tests.search.test_search import MICRO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
