@@ -1,6 +1,8 @@
-"""The loop skeleton the search and the retraining share: steps, progress, checkpoints,
-signals, metrics and telemetry. Each loop (searcher.py, trainer.py) is a ``LoopTask``: its data,
-its step, its validation and its state; everything else is here, once.
+"""The loop skeleton the search and the retraining share. Each loop (fastadl/search/searcher.py,
+fastadl/train/trainer.py) is a ``LoopTask``: its data, its step, its validation and its state.
+The skeleton keeps the counters and calls hooks at fixed points (hooks.py: the metrics log,
+telemetry, progress, stop requests, validation records, checkpoints); everything else is
+there, once.
 
 Checkpoints (atomic, rank 0 writes; see checkpoint.py) are written
 - after every epoch, as ``epoch_NNNN`` (after validation);
@@ -20,22 +22,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from tqdm import tqdm
 
 from fastadl.runtime import distributed as dist
-from fastadl.runtime.preemption import Preempted, PreemptionGuard
+from fastadl.runtime.hooks import Checkpointer, HookBase, default_hooks
 from fastadl.runtime.rundir.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     remove_stale_temporaries,
     rng_state,
-    save_checkpoint,
     set_rng_state,
 )
 from fastadl.runtime.rundir.files import write_run_files
 from fastadl.runtime.rundir.metrics_log import MetricsLog, truncate_after, truncate_to
-from fastadl.runtime.rundir.telemetry import Telemetry
 
 
 class LoopTask(Protocol):
@@ -84,29 +83,6 @@ class LoopResult:
     val_miou: list[float] = field(default_factory=list)
 
 
-class Checkpointer:
-    """When to checkpoint (every N steps, every M minutes) and the writing itself (rank 0)."""
-
-    def __init__(self, run_dir: Path, cfg, main: bool, clock=time.monotonic) -> None:
-        self.run_dir, self.main, self.clock = run_dir, main, clock
-        self.every, self.keep = cfg.checkpoint_every, cfg.keep_checkpoints
-        self.seconds = cfg.checkpoint_minutes * 60.0
-        self.last = clock()
-
-    def due(self, step: int) -> bool:
-        if self.every and step % self.every == 0:
-            return True
-        return bool(self.seconds) and self.clock() - self.last >= self.seconds
-
-    def save(self, name: str, make_state) -> Path:
-        """Write ``make_state()`` as ``name`` on rank 0; every rank gets the checkpoint's path."""
-        path = self.run_dir / "checkpoints" / f"{name}.pt"
-        if self.main:
-            path = save_checkpoint(self.run_dir, make_state(), name, keep=self.keep)
-        self.last = self.clock()
-        return path
-
-
 def load_latest(run_dir: Path, device: torch.device) -> tuple[Path, dict] | None:
     """The run's latest checkpoint as (path, state), or None when it has none yet."""
     path = latest_checkpoint(run_dir)
@@ -131,21 +107,35 @@ def run_loop(
     Raises Preempted after checkpointing on SIGTERM / SIGINT, NonFiniteError (the last
     checkpoint intact), CheckpointError (e.g. a checkpoint for another network, a full disk).
     """
-    main = dist.is_main_process()
-    device = task.device
-    ckpt = Checkpointer(run_dir, cfg, main)
-    log = MetricsLog(run_dir / "metrics.jsonl") if main else None
-    epoch, position, step, val_history = 0, 0, 0, []
-
-    # --- resume from the latest checkpoint (a run killed before its first one starts over)
+    loop = Loop(task, cfg, run_dir)
     if resume and loaded is None:
-        loaded = load_latest(run_dir, device)
+        loaded = load_latest(run_dir, loop.device)
     if loaded is not None:
-        path, state = loaded
+        loop.restore(*loaded)
+    log = loop.open_log(resume, loaded)
+    return loop.run(default_hooks(loop, log, progress))
+
+
+class Loop:
+    """The counters of a run and the order of its points; what happens at them is in hooks.py."""
+
+    def __init__(self, task: LoopTask, cfg, run_dir: Path) -> None:
+        self.task, self.cfg, self.run_dir = task, cfg, run_dir
+        self.main = dist.is_main_process()
+        self.device = task.device
+        self.epoch, self.position, self.step = 0, 0, 0  # position: steps done in this epoch
+        self.val_miou: list[float] = []
+        self.stop: str | None = None  # "signal" | "max_steps": why an epoch's steps ended early
+        self.log: MetricsLog | None = None
+        self.last_checkpoint: Path | None = None
+        self.checkpointer = Checkpointer(run_dir, cfg, self.main)
+
+    def restore(self, path: Path, state: dict) -> None:
+        """The task's state, the counters and every RNG from a checkpoint."""
         try:
-            task.load_state_dict(state)
-            epoch, position, step = state["epoch"], state["position"], state["step"]
-            val_history = list(state["val_miou"])
+            self.task.load_state_dict(state)
+            self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
+            self.val_miou = list(state["val_miou"])
             set_rng_state(state["rng"])
         except CheckpointError as e:
             raise CheckpointError(f"{path}: {e}") from None
@@ -154,107 +144,90 @@ def run_loop(
                 f"{path} does not fit this run's network or optimizer "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
             ) from None
-    if main:
-        if resume:
-            remove_stale_temporaries(run_dir)
-            if loaded is None:
-                truncate_to(log.path, 0)
-            elif "metrics_records" in loaded[1]:
-                truncate_to(log.path, loaded[1]["metrics_records"])
-            else:  # a checkpoint from before metrics_records existed
-                truncate_after(log.path, "step", step)
-            log = MetricsLog(log.path)
-        write_run_files(run_dir, cfg)  # after the restore: a refused resume changes nothing
 
-    def checkpoint(name: str) -> Path:
-        return ckpt.save(
+    def open_log(self, resume: bool, loaded: tuple[Path, dict] | None) -> MetricsLog | None:
+        """metrics.jsonl on rank 0, cut back to what the restored checkpoint had seen, and the
+        run's files (after the restore: a refused resume changes nothing)."""
+        if not self.main:
+            return None
+        path = self.run_dir / "metrics.jsonl"
+        if resume:
+            remove_stale_temporaries(self.run_dir)
+            if loaded is None:
+                truncate_to(path, 0)
+            elif "metrics_records" in loaded[1]:
+                truncate_to(path, loaded[1]["metrics_records"])
+            else:  # a checkpoint from before metrics_records existed
+                truncate_after(path, "step", self.step)
+        write_run_files(self.run_dir, self.cfg)
+        self.log = MetricsLog(path)
+        return self.log
+
+    def checkpoint(self, name: str) -> Path:
+        """Write the task's state and the counters as checkpoint ``name`` (rank 0)."""
+        self.last_checkpoint = self.checkpointer.save(
             name,
             lambda: {
-                **task.state_dict(),
-                "epoch": epoch,
-                "position": position,
-                "step": step,
-                "val_miou": val_history,
+                **self.task.state_dict(),
+                "epoch": self.epoch,
+                "position": self.position,
+                "step": self.step,
+                "val_miou": self.val_miou,
                 "rng": rng_state(),
-                "config": cfg.to_dict(),
-                "metrics_records": log.records if log else 0,
+                "config": self.cfg.to_dict(),
+                "metrics_records": self.log.records if self.log else 0,
             },
         )
+        return self.last_checkpoint
 
-    def stop_on_signal(path: Path) -> None:
-        dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
-        raise Preempted(guard.received, step, path)
-
-    telemetry = Telemetry.start(device, run_dir / "telemetry.jsonl" if main else None)
-    spe = task.steps_per_epoch
-    try:
-        with PreemptionGuard(quiet=not main) as guard:
-            while epoch < cfg.epochs:
-                stop = None
-                bar = tqdm(
-                    total=spe,
-                    initial=position,
-                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                    disable=not (progress and main),
-                    dynamic_ncols=True,
-                )
-                # Starting a DataLoader draws a seed from the global RNG; items reseed
-                # themselves (loading.SeededItems), so keep that draw out of the global stream:
-                # a run resumed mid-epoch then replays every later random number exactly.
-                with torch.random.fork_rng(devices=[]):
-                    batches = iter(task.batches(epoch, position))
-                t0, seen = time.perf_counter(), 0
-                for batch in batches:
-                    if position >= spe:
-                        break
-                    fields = task.train_step(batch, step)
-                    step += 1
-                    position += 1
-                    seen += fields.pop("images") * dist.world_size()
-                    ips = seen / (time.perf_counter() - t0)
-                    record = {"kind": task.record_kind, "step": step, "epoch": epoch + 1}
-                    record.update(fields, images_per_s=ips)
-                    if log:
-                        log.append(record)
-                    telemetry.sample(step)
-                    postfix = {"loss": f"{record['loss']:.3f}", "img/s": f"{ips:.1f}"}
-                    if val_history:
-                        postfix["mIoU"] = f"{val_history[-1]:.3f}"
-                    bar.set_postfix({**postfix, **telemetry.postfix()})
-                    bar.update()
-                    if guard.should_stop(device):
-                        stop = "signal"
-                        break
-                    if cfg.max_steps and step >= cfg.max_steps:
-                        stop = "max_steps"
-                        break
-                    if ckpt.due(step):
-                        checkpoint(f"step_{step:08d}")
-                bar.close()
-                if stop == "signal":
-                    stop_on_signal(checkpoint(f"step_{step:08d}"))
-                if stop and position < spe:
-                    checkpoint(f"step_{step:08d}")
+    def run(self, hooks: list[HookBase]) -> LoopResult:
+        """The epochs, each its steps then its end (validation, checkpoint), with the hooks
+        called at their points."""
+        try:
+            for hook in hooks:
+                hook.before_train(self)
+            while self.epoch < self.cfg.epochs:
+                for hook in hooks:
+                    hook.before_epoch(self)
+                self.run_steps(hooks)
+                for hook in hooks:
+                    hook.after_steps(self)
+                if self.stop and self.position < self.task.steps_per_epoch:
+                    self.checkpoint(f"step_{self.step:08d}")
                     break
-
-                # end of epoch: validate, log, report, checkpoint
-                epoch, position = epoch + 1, 0
-                record = task.validate(epoch)
-                if record is not None:
-                    val_history.append(record["val_miou"])
-                    if main:
-                        log.append({"kind": "epoch", "step": step, "epoch": epoch, **record})
-                        summary = task.report(epoch, record, log.path)
-                        if progress:
-                            tqdm.write(
-                                f"epoch {epoch}: val mIoU {record['val_miou']:.4f}  {summary}"
-                            )
-                path = checkpoint(f"epoch_{epoch:04d}")
-                if guard.should_stop(device):
-                    stop_on_signal(path)
-                if stop:
+                self.epoch, self.position = self.epoch + 1, 0
+                record = self.task.validate(self.epoch)
+                for hook in hooks:
+                    hook.after_epoch(self, record)
+                for hook in hooks:
+                    hook.after_epoch_saved(self, self.last_checkpoint)
+                if self.stop:
                     break
-    finally:
-        telemetry.close()
-    dist.barrier()
-    return LoopResult(run_dir=run_dir, step=step, epoch=epoch, val_miou=val_history)
+        finally:
+            for hook in hooks:
+                hook.after_train(self)
+        dist.barrier()
+        return LoopResult(self.run_dir, self.step, self.epoch, self.val_miou)
+
+    def run_steps(self, hooks: list[HookBase]) -> None:
+        """The epoch's remaining steps, until they end or a hook sets ``stop``."""
+        spe = self.task.steps_per_epoch
+        # Starting a DataLoader draws a seed from the global RNG; items reseed themselves
+        # (loading.SeededItems), so keep that draw out of the global stream: a run resumed
+        # mid-epoch then replays every later random number exactly.
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(self.task.batches(self.epoch, self.position))
+        t0, seen = time.perf_counter(), 0
+        for batch in batches:
+            if self.position >= spe:
+                break
+            fields = self.task.train_step(batch, self.step)
+            self.step += 1
+            self.position += 1
+            seen += fields.pop("images") * dist.world_size()
+            record = {"kind": self.task.record_kind, "step": self.step, "epoch": self.epoch + 1}
+            record.update(fields, images_per_s=seen / (time.perf_counter() - t0))
+            for hook in hooks:
+                hook.after_step(self, record)
+            if self.stop:
+                break

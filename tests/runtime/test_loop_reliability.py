@@ -17,7 +17,7 @@ from small_runs import SMALL_TRAIN
 from fastadl import search, train
 from fastadl.runtime import steps as steps_module
 from fastadl.runtime.cli import build_parser
-from fastadl.runtime.loop import Checkpointer
+from fastadl.runtime.hooks import Checkpointer
 from fastadl.runtime.rundir import checkpoint as checkpoint_module
 from fastadl.runtime.rundir.checkpoint import latest_checkpoint, load_checkpoint
 from fastadl.runtime.rundir.metrics_log import read
