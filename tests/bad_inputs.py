@@ -92,7 +92,8 @@ def _run_dir_ok(case: Case, before: dict[str, str]) -> bool:
         latest_checkpoint,
         load_checkpoint,
     )
-    from fastadl.search import config, train_config
+    from fastadl.search import config
+    from fastadl.train import config as train_config
 
     cls = config.CONFIG if case.command == "search" else train_config.CONFIG
     try:

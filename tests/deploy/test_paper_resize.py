@@ -12,7 +12,8 @@ from fastadl.data.cityscapes import LABEL_TO_TRAIN
 from fastadl.data.transforms import to_tensors
 from fastadl.runtime.config import ConfigError
 from fastadl.runtime.loading import build_datasets
-from fastadl.search import config, train_config
+from fastadl.search import config
+from fastadl.train import config as train_config
 
 # Full-resolution fixture: 642×1000 → 321×500 at half resolution, so a 321 crop's top is 0
 # and its left is one of 180 positions; a crop of the full-resolution image (or of a rescaled

@@ -15,8 +15,9 @@ import torch
 
 from fastadl.runtime.rundir.checkpoint import load_checkpoint
 from fastadl.runtime.rundir.metrics_log import read
-from fastadl.search import config, train_config
+from fastadl.search import config
 from fastadl.search.searcher import run_search
+from fastadl.train import config as train_config
 from fastadl.train.trainer import run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

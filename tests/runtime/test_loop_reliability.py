@@ -21,7 +21,8 @@ from fastadl.runtime.hooks import Checkpointer
 from fastadl.runtime.rundir import checkpoint as checkpoint_module
 from fastadl.runtime.rundir.checkpoint import latest_checkpoint, load_checkpoint
 from fastadl.runtime.rundir.metrics_log import read
-from fastadl.search import config, train_config
+from fastadl.search import config
+from fastadl.train import config as train_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
