@@ -23,7 +23,9 @@ from bad_inputs_datasets import dataset_cases
 from bad_inputs_files import checkpoint_cases, config_cases, genotype_cases
 from bad_inputs_flags import flag_cases
 
-from fastadl import evaluate, predict, search, train
+from fastadl import evaluate, predict
+from fastadl.search import cli as search
+from fastadl.train import cli as train
 
 __all__ = ["TRAIN_RUN", "Case", "Outcome", "make_cases", "run_case"]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from float64_agreement import assert_as_close_to_float64
-from test_backends import device_for, triton_skip_reason
+
+from tests.ops.test_backends import device_for, triton_skip_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from darts_search import (  # noqa: E402

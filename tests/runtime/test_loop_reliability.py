@@ -14,14 +14,15 @@ import pytest
 import torch
 from small_runs import SMALL_TRAIN
 
-from fastadl import search, train
 from fastadl.runtime import steps as steps_module
 from fastadl.runtime.cli import build_parser
 from fastadl.runtime.hooks import Checkpointer
 from fastadl.runtime.rundir import checkpoint as checkpoint_module
 from fastadl.runtime.rundir.checkpoint import latest_checkpoint, load_checkpoint
 from fastadl.runtime.rundir.metrics_log import read
+from fastadl.search import cli as search
 from fastadl.search import config
+from fastadl.train import cli as train
 from fastadl.train import config as train_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

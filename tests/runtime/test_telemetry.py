@@ -10,10 +10,10 @@ import pytest
 import torch
 from small_runs import SMALL_TRAIN
 
-from fastadl import train
 from fastadl.runtime.rundir import telemetry
 from fastadl.runtime.rundir.metrics_log import read
 from fastadl.runtime.rundir.telemetry import GpuMonitor, Telemetry, gpu_monitor
+from fastadl.train import cli as train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

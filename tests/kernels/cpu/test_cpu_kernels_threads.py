@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastadl import cpu_kernels
+from fastadl.kernels import cpu as cpu_kernels
 from fastadl.ops.cell.cpu import rows as fr
 from fastadl.ops.cell.cpu.dwconv import dw_weight_grad
 from fastadl.ops.cell.small_work import torch_threads

@@ -20,8 +20,9 @@ from torch import nn
 
 from fastadl import PRIMITIVES, SearchCell, SuperNet, convert_mixed_ops
 from fastadl.kernels.cpu import accepts
-from fastadl.ops.cell import conv_runs, dw_crop, fanout
+from fastadl.ops.cell import conv_runs, fanout
 from fastadl.ops.cell import fast as cell_fast
+from fastadl.ops.cell.cpu import dw_crop
 from fastadl.ops.cell.cpu.groups import group_forward
 from fastadl.ops.cell.cpu.rows import NATIVE_POINTWISE_CHANNELS
 from fastadl.ops.cell.function import CellFunction

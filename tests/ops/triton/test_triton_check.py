@@ -7,7 +7,7 @@ import torch
 
 from fastadl.ops.dispatch import auto_backend, resolve_backend
 from fastadl.ops.triton import backend as triton_backend
-from fastadl.ops.triton import triton_check
+from fastadl.ops.triton import check as triton_check
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: interpreted (conftest.py)
 
