@@ -22,12 +22,7 @@ BatchNorm statistics are per (path, kind, edge, channel) over the Q positions of
 stacked evaluation never pools statistics across paths, so each path sees what a separate
 evaluation of the cell would.
 
-Backward of a final row with weight w (g = dL/d out of its edge, means over one path's Q):
-    dL/dz = w ι (g - mean(g) - xhat mean(g·xhat)),    dL/dw = Σ g·xhat
-(with running statistics, dL/dz = w ι g); a sep first stage is the same with w = 1 and g the
-gradient at its ReLU, where Σ g·xhat = Σ g·ReLU(xhat) because g is 0 wherever ReLU clipped.
-The conv weights' gradients are not computed here: fanout_backward returns their operands and
-the cell computes them for all its groups at once (fastadl/ops/cell/wgrad.py).
+The backward, with its derivation, is fanout_grad.py's ``fanout_backward``.
 """
 
 from __future__ import annotations
@@ -38,17 +33,15 @@ import torch
 from torch import Tensor
 
 from fastadl.ops.cell.conv_runs import plan_runs, run_forward, run_input_grad
-from fastadl.ops.cell.cpu.groups import group_backward, group_forward, group_native_ok
-from fastadl.ops.cell.cpu.pools import pool_rows_native, pools_grad_native, pools_native_ok
+from fastadl.ops.cell.cpu.groups import group_forward, group_native_ok
+from fastadl.ops.cell.cpu.pools import pool_rows_native, pools_native_ok
 from fastadl.ops.cell.cpu.rows import (
-    bn_backward,
     bn_forward_,
-    mix_backward,
     mix_rows,
     pointwise_native,
 )
 from fastadl.ops.edge import aten as fk
-from fastadl.ops.edge.function import EdgePlan
+from fastadl.ops.edge.plan import EdgePlan
 
 # Below this many channels per edge MKL's batched GEMM is slow (K = N = 8 ran at ~1 GFLOP/s
 # on the project's CPU), so each kind's E pointwise convs run as one block-diagonal GEMM: E
@@ -119,7 +112,7 @@ def _dw_stage(x: Tensor, wr: list[Tensor], runs, PN: int, H: int, W: int, shared
     return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
-def _dw_stage_input_grad(gd: Tensor, wr: list[Tensor], runs, PN: int, H: int, W: int) -> Tensor:
+def dw_stage_input_grad(gd: Tensor, wr: list[Tensor], runs, PN: int, H: int, W: int) -> Tensor:
     """dL/d input of _dw_stage, per kind: (M, n_kinds, E, C) from gd (M, n_kinds, E, C)."""
     outs, M = [], gd.shape[0]
     for run, w in zip(runs, wr, strict=True):
@@ -281,128 +274,3 @@ def conv_inputs(x: Tensor, inter: dict, plan: EdgePlan) -> dict:
         Y = torch.clamp_min(inter["Z1"][:, :S], 0)
         D2 = _dw_stage(Y, inter["wr2"], runs2, PN, H, W, shared=False)
     return dict(D1=D1, Y=Y, D2=D2)
-
-
-def _pools_grad(gp: Tensor, kinds, indices, x_cl: Tensor, gx: Tensor | None) -> Tensor:
-    """ATen's pool backwards for upstream gradients gp (n_pool, M, C), summed into gx."""
-    PN, C, H, W = x_cl.shape
-    maxes = iter(indices)
-    for kind, gk in zip(kinds, gp.view(-1, PN, H, W, C).permute(0, 1, 4, 2, 3), strict=True):
-        t = fk.max_pool_grad(gk, x_cl, next(maxes)) if kind == "max" else fk.avg_pool_grad(gk, x_cl)
-        t = t.permute(0, 2, 3, 1).reshape(-1, C)
-        gx = t if gx is None else gx + t
-    return gx
-
-
-def fanout_backward(
-    g: Tensor,
-    x: Tensor,
-    P: int,
-    gw: GroupWeights,
-    plan: EdgePlan,
-    inter: dict,
-    batch: bool,
-    need_x: bool,
-    need_w: bool,
-    need_params: bool,
-):
-    """Gradients of fanout_forward for dL/d out = g (M, E, C). Returns (gx (M, C) or None,
-    the mixing weights' gradients (ga (A, E), gf (J, E)) or None, the conv weight gradients'
-    operands or None): a dict with gz1, gd1 (M, J, E, C) and gz2, gd2 (M, S, E, C), the
-    gradients at each stage's pointwise and depthwise outputs (fastadl/ops/cell/wgrad.py turns
-    them into weight gradients)."""
-    PN, C, H, W = x.shape
-    M, E = g.shape[0], g.shape[1]
-    Q = M // P
-    n_pool, J, S, A = plan.P, plan.J, plan.S, plan.A
-    need_chain = need_x or need_params
-    if batch and need_chain and inter.get("native_group"):  # one C++ call, as its forward
-        runs = stage_runs(plan, H, W) if J else None
-        return group_backward(g, x, P, gw, plan, inter, runs, need_x, need_w, need_params)
-    ga = gf = None
-    gx = None  # (M, C)
-    x_cl = inter["x_cl"]
-    g5 = g.view(P, Q, E, C)
-
-    if A:
-        Am = inter["Ab"].permute(0, 2, 3, 1).reshape(A, M, C)
-        gA = None
-        # gA[a] = Σ_e g[:, e] wa[a, e]; ga[a, e] = Σ_{m,c} g[m, e, c] A[a, m, c]
-        if need_x or need_w:
-            gA, ga = mix_backward(g.contiguous(), Am, gw.wa, need_w)
-        if need_x:
-            if plan.skip:
-                gx = gA[n_pool]
-            if n_pool:
-                gp = gA[:n_pool].view(n_pool, P, Q, 1, C).permute(1, 2, 0, 3, 4)  # in place
-                if batch:
-                    xh = Am[:n_pool].view(n_pool, P, Q, 1, C).permute(1, 2, 0, 3, 4)
-                    bn_backward(gp, xh, inter["inv_pool"], gp)
-                else:
-                    gp.mul_(inter["inv_pool"].unsqueeze(1))
-                if inter["native_pools"]:  # both pools' gradients in one pass, into gx
-                    gx = pools_grad_native(gA[:n_pool], plan.pool_kinds, inter["pool_idx"],
-                                           (PN, H, W), gx)  # fmt: skip
-                else:
-                    gx = _pools_grad(gA[:n_pool], plan.pool_kinds, inter["pool_idx"], x_cl, gx)
-
-    ops = None
-    if J:
-        runs1, runs2 = stage_runs(plan, H, W)
-        Z1, Z2 = inter["Z1"], inter["Z2"]
-        n1 = J - S
-        wf = gw.wf  # (J, E)
-        Z1v = Z1.view(P, Q, J, E, C)
-        Z2v = Z2.view(P, Q, S, E, C) if S else None
-        inv1, inv2 = inter["inv1"], inter["inv2"]  # (P|1, rows, E, C)
-        if not need_chain:
-            if need_w:  # Σ g·x̂ per final row and edge
-                gq = g5.unsqueeze(2)
-                parts = [(Z1v[:, :, S:] * gq).sum((0, 1, 4))] if n1 else []
-                parts += [(Z2v * gq).sum((0, 1, 4))] if S else []
-                gf = torch.cat(parts)
-            return None, (ga, gf) if need_w else None, None
-        # dL/dz of the final rows: w ι (g - mean g - x̂ mean(g·x̂)), g shared by the rows
-        gz1 = x.new_empty(M, J, E, C)
-        gz1v = gz1.view(P, Q, J, E, C)
-        gq = g5.unsqueeze(2)
-        parts = []
-
-        def final_rows(xh, inv, w, gz):
-            n = xh.shape[2]
-            if batch:
-                return bn_backward(gq.expand(P, Q, n, E, C), xh, inv, gz, w, want_gsum=need_w)
-            torch.mul(gq, (inv * w.view(1, n, E, 1)).unsqueeze(1), out=gz)
-            return (xh * gq).sum((0, 1, 4)) if need_w else None
-
-        if n1:
-            parts.append(final_rows(Z1v[:, :, S:], inv1[:, S:], wf[:n1], gz1v[:, :, S:]))
-        gz2 = gd2 = None
-        if S:
-            gz2 = x.new_empty(M, S, E, C)
-            parts.append(final_rows(Z2v, inv2, wf[n1:], gz2.view(P, Q, S, E, C)))
-            gd2 = pointwise_input_grad(gz2, gw.pw2)
-            gy = _dw_stage_input_grad(gd2, inter["wr2"], runs2, PN, H, W)  # (M, S, E, C)
-            gyv = gy.view(P, Q, S, E, C)
-            # BN of the sep first stages with a ReLU after it, upstream gradient gy; the ReLU
-            # passes where x̂ > 0 (Y = ReLU(x̂) is not kept)
-            if batch:
-                bn_backward(gyv, Z1v[:, :, :S], inv1[:, :S], gz1v[:, :, :S],
-                            mask=Z1v[:, :, :S])  # fmt: skip
-            else:
-                gy = fk.relu_grad_to(gy, Z1[:, :S], gy).view(P, Q, S, E, C)
-                torch.mul(gy, inv1[:, :S].unsqueeze(1), out=gz1v[:, :, :S])
-        if need_w:
-            gf = torch.cat(parts) if len(parts) > 1 else parts[0]  # (J, E)
-        gd1 = pointwise_input_grad(gz1, gw.pw1)  # (M, J, E, C)
-        if need_x:
-            gr = _dw_stage_input_grad(gd1, inter["wr1"], runs1, PN, H, W)  # per kind and edge
-            gsum = gr.view(M, -1, C).sum(1)  # (M, C): the repeated ReLU(x) is one tensor
-            gsum = fk.relu_grad_to(gsum, x_cl.permute(0, 2, 3, 1).reshape(M, C), gsum)
-            gx = gsum if gx is None else gx.add_(gsum)
-        if need_params:
-            ops = dict(gz1=gz1, gd1=gd1, gz2=gz2, gd2=gd2)
-
-    if need_x and gx is None:
-        gx = x.new_zeros(M, C)
-    return gx, ((ga, gf) if need_w else None), ops

@@ -20,12 +20,13 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from fastadl.ops.cell.conv_runs import run_weight
-from fastadl.ops.cell.fanout import GroupWeights, fanout_backward, fanout_forward, stage_runs
+from fastadl.ops.cell.fanout import GroupWeights, fanout_forward, stage_runs
+from fastadl.ops.cell.fanout_grad import fanout_backward
 from fastadl.ops.cell.plan import CellPlan
 from fastadl.ops.cell.saved_tree import pack, unpack
 from fastadl.ops.cell.small_work import threads_for
 from fastadl.ops.cell.wgrad import cell_weight_grads
-from fastadl.ops.edge.function import _index_tensors
+from fastadl.ops.edge.plan import index_tensors
 
 CL = torch.channels_last
 
@@ -41,7 +42,7 @@ def _mixing(plan: CellPlan, weights: Tensor):
     """The cell's mixing weights as the groups read them: (rows, wa (A, E_all), wf (J, E_all)),
     edges in group order (α rows ``rows``)."""
     rows = plan.rows(weights.device)
-    idx_a, idx_f = _index_tensors(plan.edge, weights.device)
+    idx_a, idx_f = index_tensors(plan.edge, weights.device)
     w_all = weights.index_select(0, rows)
     return rows, w_all[:, idx_a].t(), w_all[:, idx_f].t()
 
@@ -190,7 +191,7 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, batch, save
             gacc[:, :, grp.state - 2] += gx.view(P, Q, C)
     gweights = None
     if need_w:  # (A, E)/(J, E) per group → the (E_all, K) rows of α's softmax, in α's order
-        idx_a, idx_f = _index_tensors(plan.edge, weights.device)
+        idx_a, idx_f = index_tensors(plan.edge, weights.device)
         g_all = weights.new_zeros(plan.edges, weights.shape[1])
         if plan.edge.A:
             g_all[:, idx_a] = torch.cat([m[0] for m in mix_grads], 1).t()

@@ -53,7 +53,7 @@ def dw_grad_input(g_cl: Tensor, w: Tensor, dilation: int) -> Tensor:
     return F.conv2d(g_cl, w.flip((-2, -1)), None, 1, pad, dilation, g_cl.shape[1])
 
 
-def dw_grad_weight(g_cl: Tensor, x_cl: Tensor, w: Tensor, dilation: int) -> Tensor:
+def dw_weight_grad_aten(g_cl: Tensor, x_cl: Tensor, w: Tensor, dilation: int) -> Tensor:
     """d(dw_forward)/dw applied to g → (C, 1, k, k)."""
     pad = same_padding(w.shape[-1], dilation)
     return torch.ops.aten.convolution_backward(
@@ -97,7 +97,7 @@ def dw_grads(
         )  # fmt: skip
         return gi, gw
     gi = dw_grad_input(g_cl, w, dilation) if need_input else None
-    gw = dw_grad_weight(g_cl, x_cl, w, dilation) if need_weight else None
+    gw = dw_weight_grad_aten(g_cl, x_cl, w, dilation) if need_weight else None
     return gi, gw
 
 

@@ -174,6 +174,25 @@ def triton_mixed_op(
             )
             ys[k] = _batch_norm_from_sums(p, s, ss, shift, ops[k].bn)
 
+    ys.update(_conv_branches(xh, convs))
+
+    for k in live:
+        if k not in ys:
+            ys[k] = xh if isinstance(ops[k], Identity) else _nhwc(ops[k](x))
+
+    order = sorted(ys)
+    if order == list(range(order[0], order[-1] + 1)):
+        w = weights[order[0] : order[-1] + 1]
+    else:
+        w = weights[torch.tensor(order, device=weights.device)]
+    out = tf.weighted_sum(torch.stack([ys[k] for k in order]), w)
+    return _nchw(out)
+
+
+def _conv_branches(xh: Tensor, convs: dict[int, list]) -> dict[int, Tensor]:
+    """Each conv branch's output (N, H, W, C); the four first-stage depthwise convs of a full
+    edge run as one kernel over one read of x."""
+    ys: dict[int, Tensor] = {}
     first: dict[int, Tensor] = {}  # ReLU → first depthwise conv of each conv branch
     by_spec = {_dw_spec(st[0][0]): k for k, st in convs.items()}
     if len(convs) == 4 and sorted(by_spec) == sorted(_EDGE_BRANCHES):
@@ -188,15 +207,4 @@ def triton_mixed_op(
         for dw, pw, bn in st[1:]:
             y = _pointwise_bn(tf.dwconv(y, dw.weight, dw.dilation[0], relu=True), pw, bn)
         ys[k] = y
-
-    for k in live:
-        if k not in ys:
-            ys[k] = xh if isinstance(ops[k], Identity) else _nhwc(ops[k](x))
-
-    order = sorted(ys)
-    if order == list(range(order[0], order[-1] + 1)):
-        w = weights[order[0] : order[-1] + 1]
-    else:
-        w = weights[torch.tensor(order, device=weights.device)]
-    out = tf.weighted_sum(torch.stack([ys[k] for k in order]), w)
-    return _nchw(out)
+    return ys
