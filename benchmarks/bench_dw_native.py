@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 import fastadl.ops.cell.cpu.dw_crop as dw_crop
 from fastadl.kernels.cpu import accepts
-from fastadl.ops.cell.cpu.dwconv import dw_conv, dw_weight_grad
+from fastadl.ops.cell.cpu.dwconv import dw_conv
+from fastadl.ops.cell.cpu.dwconv import dw_weight_grad_cpp as dw_weight_grad
 
 SHAPES = [  # B, G, H, W, k, dilation
     (2, 1280, 2, 2, 3, 1), (4, 1280, 2, 2, 3, 1), (6, 256, 4, 4, 5, 1), (6, 640, 4, 4, 5, 1),
@@ -51,7 +52,7 @@ def aten_weight_grad(g, x, k, d):
     saved = dw_crop.NATIVE_WGRAD_MAX_PIXELS
     dw_crop.NATIVE_WGRAD_MAX_PIXELS = -1
     try:
-        return dw_crop.dw_weight_grad(g, x, k, d)
+        return dw_crop.dw_weight_grad_cropped(g, x, k, d)
     finally:
         dw_crop.NATIVE_WGRAD_MAX_PIXELS = saved
 

@@ -6,9 +6,9 @@ docs/PERFORMANCE.md, ``--compile``):
 - The cells stay eager: each already runs as one hand-written autograd node
   (fastadl/ops/cell/function.py) whose Python-level plan dispatch dynamo would unroll per node
   shape (a tiny supernet's cells alone took more than 5 minutes to compile).
-- Every ``ReLUConvBN`` of the trellis (the H^{l-1} transitions, the 1×1 after the upsampling
+- Every ``SearchReLUConvBN`` of the trellis (the H^{l-1} transitions, the 1×1 after the upsampling
   one, and each step of the H^{l-2} reductions: 41 modules in the tiny supernet) runs **one**
-  compiled ``ReLUConvBN.forward``, so modules of the same configuration and input shape share
+  compiled ``SearchReLUConvBN.forward``, so modules of the same configuration and input shape share
   a graph: 19 in the tiny supernet's weight step, compiled in 35-46 s, where each node's whole
   ``TrellisNode.inputs`` (9 bigger graphs, with the stem and heads 15) took ~190 s.
 - Static shapes (``dynamic=False``): a search's training shapes are fixed (full batches, fixed
@@ -39,7 +39,7 @@ import functools
 import torch
 
 from fastadl.nn.search.supernet import SuperNet
-from fastadl.nn.search.transitions import ReLUConvBN
+from fastadl.nn.search.transitions import SearchReLUConvBN
 
 # Graphs of the one compiled function: distinct transition configurations × input shapes ×
 # {weight step, α/β step}. Beyond dynamo's default of
@@ -54,23 +54,25 @@ def compile_regions(model: SuperNet) -> SuperNet:
     config = torch._dynamo.config
     limit_name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, limit_name, max(getattr(config, limit_name), RECOMPILE_LIMIT))
-    compiled = torch.compile(ReLUConvBN.forward, dynamic=False, options={"cpp.vec_isa_ok": False})
+    compiled = torch.compile(
+        SearchReLUConvBN.forward, dynamic=False, options={"cpp.vec_isa_ok": False}
+    )
     for node in model.nodes.values():
         for module in node.modules():
-            if isinstance(module, ReLUConvBN):
+            if isinstance(module, SearchReLUConvBN):
                 # shadows the method on this module only
                 module.forward = functools.partial(_training_forward, compiled, module)
     return model
 
 
-def _training_forward(compiled, module: ReLUConvBN, x: torch.Tensor) -> torch.Tensor:
+def _training_forward(compiled, module: SearchReLUConvBN, x: torch.Tensor) -> torch.Tensor:
     """``compiled`` where a training step passes a gradient through ``module`` (to its input
     or its conv weight), else the eager forward (eval mode, no_grad, a frozen constant input)."""
     conv = module.op[1]
     wants_grad = x.requires_grad or conv.weight.requires_grad
     if module.training and torch.is_grad_enabled() and wants_grad:
         return compiled(module, x)
-    return ReLUConvBN.forward(module, x)
+    return SearchReLUConvBN.forward(module, x)
 
 
 def compile_stats() -> tuple[int, float]:

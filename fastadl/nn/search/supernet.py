@@ -15,7 +15,7 @@ from torch import nn
 
 from fastadl.nn.search.aspp import SearchASPP
 from fastadl.nn.search.cell import SearchCell
-from fastadl.nn.search.transitions import Reduce, ReLUConvBN, UpsampleReLUConvBN
+from fastadl.nn.search.transitions import Reduce, SearchReLUConvBN, UpsampleReLUConvBN
 from fastadl.ops.primitives import PRIMITIVES
 from fastadl.space.cell_topology import num_edges
 from fastadl.space.genotype import Genotype, decode_cell, viterbi
@@ -69,9 +69,9 @@ class TrellisNode(nn.Module):
         pre = {}
         for src, d in self.paths:
             if d == SAME:
-                pre[_FROM[d]] = ReLUConvBN(node_channels(src), C, 1)
+                pre[_FROM[d]] = SearchReLUConvBN(node_channels(src), C, 1)
             elif d == COARSER:  # the source is finer: "a stride-2 convolution" (paper §5.1)
-                pre[_FROM[d]] = ReLUConvBN(node_channels(src), C, 3, stride=2)
+                pre[_FROM[d]] = SearchReLUConvBN(node_channels(src), C, 3, stride=2)
             else:
                 pre[_FROM[d]] = UpsampleReLUConvBN(node_channels(src), C)
         self.pre_prev = nn.ModuleDict(pre)
@@ -106,7 +106,7 @@ class TrellisNode(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """The cell's inputs: H^{l-2} reduced (N, C, H, W), each path's H^{l-1} transition
         (P of them, (N, C, H, W)) and the paths' β (P,). The region around the cell:
-        under --compile its ReLUConvBN transitions run compiled (fastadl/nn/search/compile.py)."""
+        under --compile its SearchReLUConvBN transitions run compiled (fastadl/nn/search/compile.py)."""
         s0 = self.pre_prev_prev(prev_prev[self.pp_level])
         s1s = []
         for src, d in self.paths:

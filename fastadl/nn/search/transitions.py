@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ReLUConvBN(nn.Module):
-    """ReLU → k×k conv (stride, 'same'-style padding) → BN."""
+class SearchReLUConvBN(nn.Module):
+    """ReLU → k×k conv (stride, 'same'-style padding) → BN, affine-free by default: the search
+    side's (the derived network's is fastadl/nn/derived/ops.py's ReLUConvBN)."""
 
     def __init__(self, C_in: int, C_out: int, k: int = 1, stride: int = 1, affine: bool = False):
         super().__init__()
@@ -36,9 +37,11 @@ class Reduce(nn.Module):
     def __init__(self, C_in: int, C_out: int, steps: int):
         super().__init__()
         if steps == 0:
-            layers = [ReLUConvBN(C_in, C_out, 1)]
+            layers = [SearchReLUConvBN(C_in, C_out, 1)]
         else:
-            layers = [ReLUConvBN(C_in if i == 0 else C_out, C_out, 3, 2) for i in range(steps)]
+            layers = [
+                SearchReLUConvBN(C_in if i == 0 else C_out, C_out, 3, 2) for i in range(steps)
+            ]
         self.op = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +53,7 @@ class UpsampleReLUConvBN(nn.Module):
 
     def __init__(self, C_in: int, C_out: int):
         super().__init__()
-        self.conv = ReLUConvBN(C_in, C_out, 1)
+        self.conv = SearchReLUConvBN(C_in, C_out, 1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -21,8 +21,9 @@ from itertools import chain
 import torch
 from torch import Tensor, nn
 
-from fastadl.ops.edge.function import EdgePlan
-from fastadl.ops.edge.fused import _batch_stats_mode, _update_running_stats, cached_plan
+from fastadl.ops.bn_stats import batch_stats_mode, update_bn_running_stats
+from fastadl.ops.edge.fused import cached_plan
+from fastadl.ops.edge.plan import EdgePlan
 from fastadl.space.cell_topology import edge_index
 
 
@@ -205,7 +206,7 @@ def stacked_weights(plan: CellPlan) -> list[Tensor]:
 
 def batch_mode(plan: CellPlan) -> bool | None:
     """True: every BN uses batch statistics; False: running ones; None: mixed."""
-    return _batch_stats_mode(list(plan.bns))
+    return batch_stats_mode(list(plan.bns))
 
 
 def running_stats(plan: CellPlan, stats: StackedStats | None) -> tuple[Tensor, Tensor] | None:
@@ -237,4 +238,4 @@ def update_running_stats(plan: CellPlan, stats: StackedStats | None, means: Tens
         return
     bns = list(plan.bns)
     for p in range(means.shape[0]):
-        _update_running_stats(bns, torch.cat([means[p], variances[p]]), count)
+        update_bn_running_stats(bns, torch.cat([means[p], variances[p]]), count)

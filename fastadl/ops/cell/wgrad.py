@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fastadl.ops.cell.cpu.dw_crop import dw_weight_grad
+from fastadl.ops.cell.cpu.dw_crop import dw_weight_grad_cropped
 from fastadl.ops.cell.cpu.rows import pointwise_weight_grad_native
 from fastadl.ops.cell.fanout import conv_inputs
 from fastadl.ops.cell.plan import CellPlan
@@ -58,13 +58,13 @@ def weight_grads(edge, PN: int, H: int, W: int, re, D1, gz1, gd1, Y, D2, gz2, gd
 
     re4 = as4(re)
     grads = [
-        dw_weight_grad(as4(gd1[:, j].contiguous()), re4, spec.kernel, spec.dilation)
+        dw_weight_grad_cropped(as4(gd1[:, j].contiguous()), re4, spec.kernel, spec.dilation)
         for j, spec in enumerate(edge.convs)
     ]
     grads += _pointwise_weight_grads(gz1, D1)
     if edge.S:
         grads += [
-            dw_weight_grad(
+            dw_weight_grad_cropped(
                 as4(gd2[:, s].contiguous()), as4(Y[:, s].contiguous()), spec.kernel, spec.dilation2
             )  # fmt: skip
             for s, spec in enumerate(edge.convs[: edge.S])

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import fastadl.kernels.cpu as cpu_kernels
 from fastadl.kernels.cpu import accepts
-from fastadl.ops.cell.cpu.dwconv import dw_conv, dw_weight_grad
+from fastadl.ops.cell.cpu.dwconv import dw_conv
+from fastadl.ops.cell.cpu.dwconv import dw_weight_grad_cpp as dw_weight_grad
 
 CL = torch.channels_last
 SHAPES = [  # B, Cx, R (repeats), H, W, kh, kw, dilation

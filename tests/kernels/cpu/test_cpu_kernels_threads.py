@@ -11,7 +11,7 @@ import torch
 
 from fastadl.kernels import cpu as cpu_kernels
 from fastadl.ops.cell.cpu import rows as fr
-from fastadl.ops.cell.cpu.dwconv import dw_weight_grad
+from fastadl.ops.cell.cpu.dwconv import dw_weight_grad_cpp as dw_weight_grad
 from fastadl.ops.cell.small_work import torch_threads
 
 P, Q, N_ROWS, E, C = 3, 523, 4, 5, 8  # 250k values: well above the threshold

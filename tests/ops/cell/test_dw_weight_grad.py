@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import fastadl.ops.cell.cpu.dw_crop as dw_crop
-from fastadl.ops.cell.cpu.dw_crop import dw_weight_grad
+from fastadl.ops.cell.cpu.dw_crop import dw_weight_grad_cropped as dw_weight_grad
 
 
 @pytest.mark.parametrize("route", ["native", "aten"])

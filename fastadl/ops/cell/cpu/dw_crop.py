@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastadl.kernels.cpu import accepts
-from fastadl.ops.cell.cpu.dwconv import dw_weight_grad as native_weight_grad
+from fastadl.ops.cell.cpu.dwconv import dw_weight_grad_cpp
 
 
 def reach(k: int, dilation: int, size: int) -> int:
@@ -63,11 +63,11 @@ def _swapped_weight_grad(g: Tensor, x: Tensor, kh: int, kw: int, dilation: int, 
     return out.view(G, B, kh, kw).sum(1, keepdim=True)
 
 
-def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
+def dw_weight_grad_cropped(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     """dL/dw (G, 1, k, k) of a full k×k 'same' depthwise conv for dL/d out = g; g, x channels-last."""
     G, H, W = x.shape[1], x.shape[2], x.shape[3]
     if H * W <= NATIVE_WGRAD_MAX_PIXELS and accepts(x):
-        return native_weight_grad(g, x, k, dilation)
+        return dw_weight_grad_cpp(g, x, k, dilation)
     half = (k - 1) // 2
     rh, rw = reach(k, dilation, H), reach(k, dilation, W)
     kh, kw, pad = 2 * rh + 1, 2 * rw + 1, (rh * dilation, rw * dilation)

@@ -38,7 +38,7 @@ def dw_conv(x: Tensor, w: Tensor, dilation: int, flip: bool = False) -> Tensor:
     return out
 
 
-def dw_weight_grad(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
+def dw_weight_grad_cpp(g: Tensor, x: Tensor, k: int, dilation: int) -> Tensor:
     """dL/dw (G, 1, k, k) of dw_conv(x, w, dilation) for dL/d out = g (B, G, H, W); x may have
     G / R channels as in dw_conv. Taps that never reach the map get 0."""
     g, x = _cl(g), _cl(x)
