@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from fastadl.runtime.cli import fail
 
-PAPER_EDGES = {  # shared/AUTO_DEEPLAB.md §2: batch 2, 321² crops, F = 8 → C = 8·s/4 at level s
+PAPER_EDGES = {  # docs/METHOD.md §2: batch 2, 321² crops, F = 8 → C = 8·s/4 at level s
     "s4": (2, 8, 81, 81),
     "s8": (2, 16, 41, 41),
     "s16": (2, 32, 21, 21),

@@ -15,7 +15,7 @@ from fastadl.diagnostics.pieces import iteration_flops, iteration_pieces
 from fastadl.diagnostics.workloads import NetSpec
 
 DAY = 86400.0
-PAPER_DAYS = 3.0  # the paper: about 3 days on one P100 (shared/AUTO_DEEPLAB.md §3)
+PAPER_DAYS = 3.0  # the paper: about 3 days on one P100 (docs/METHOD.md §3)
 
 
 @dataclass(frozen=True)

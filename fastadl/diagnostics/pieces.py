@@ -1,7 +1,7 @@
 """One search iteration as a list of pieces (stem, transitions, cell evaluations, heads, loss),
 each with how often it runs per forward and its convolutions: the cost model's structure.
 
-The structure follows the SuperNet (shared/AUTO_DEEPLAB.md §2, fastadl/nn/search/supernet.py): per
+The structure follows the SuperNet (docs/METHOD.md §2, fastadl/nn/search/supernet.py): per
 node (layer l, level s) one H^{l-2} reduction, per incoming path one H^{l-1} transition, and
 one call of the cell on all its paths (P cell evaluations). FLOPs are counted here
 analytically: 2 per multiply-add of every convolution, forward; backward, one more

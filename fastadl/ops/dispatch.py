@@ -1,6 +1,6 @@
 """The functional mixed op: Σ_k w_k · op_k(x), dispatched to a backend.
 
-Backends share one semantics (shared/ARCHITECTURE.md "Mixed-op backends"); ``reference`` is
+Backends share one semantics (docs/ARCHITECTURE.md "Mixed-op backends"); ``reference`` is
 the literal sum over the reference op modules and is never removed. ``fused`` is
 fastadl/ops/edge/fused.py, ``triton`` fastadl/ops/triton/backend.py (imported only when used, so
 ``import fastadl`` never imports Triton). ``auto`` picks triton for a CUDA tensor on a device

@@ -1,4 +1,4 @@
-"""The ordered candidate-op names. Their order fixes the columns of α (shared/AUTO_DEEPLAB.md §1)."""
+"""The ordered candidate-op names. Their order fixes the columns of α (docs/METHOD.md §1)."""
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -11,5 +11,5 @@ PRIMITIVES: tuple[str, ...] = (
     "dil_conv_5x5",
 )
 
-# Ops a decoded genotype may use: everything but `none` (shared/AUTO_DEEPLAB.md §4).
+# Ops a decoded genotype may use: everything but `none` (docs/METHOD.md §4).
 DERIVED_PRIMITIVES: tuple[str, ...] = tuple(p for p in PRIMITIVES if p != "none")

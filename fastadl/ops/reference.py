@@ -1,6 +1,6 @@
 """Reference (plain PyTorch) modules for the 8 search-time primitives: the ground truth.
 
-Definitions follow shared/AUTO_DEEPLAB.md §1 (DARTS conventions, BN ``affine=False`` during
+Definitions follow docs/METHOD.md §1 (DARTS conventions, BN ``affine=False`` during
 search). Auto-DeepLab's cells only use stride 1; DARTS-style reduction cells build their edges
 from the two cell inputs with ``stride=2``, with DARTS' semantics: strided pools, the first
 depthwise conv of sep/dil convs strided (a sep conv's second repetition keeps stride 1), and

@@ -122,7 +122,7 @@ class LoopConfig:
     scale_min: float = option(0.5, "smallest random rescale factor of training images", min=0)
     scale_max: float = option(2.0, "largest random rescale factor of training images", min=0)
     # A fixed resize of every image (bilinear) and mask (nearest) before the random scale and
-    # crop: the paper searches on half-resolution Cityscapes (shared/AUTO_DEEPLAB.md §3).
+    # crop: the paper searches on half-resolution Cityscapes (docs/METHOD.md §3).
     resize_factor: float = option(
         1.0, "any dataset: resize every image by this before scale and crop (1 = as stored)", min=0
     )

@@ -2,7 +2,7 @@
 
 The matrix is accumulated on the predictions' device with one ``torch.bincount`` per update, so
 evaluation never copies masks to the host; under DDP, ``all_reduce`` sums it over ranks before the
-scores are read (shared/AUTO_DEEPLAB.md §3: mIoU over the classes, ignore label 255).
+scores are read (docs/METHOD.md §3: mIoU over the classes, ignore label 255).
 """
 
 from __future__ import annotations

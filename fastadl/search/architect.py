@@ -1,4 +1,4 @@
-"""The architecture step of the first-order bilevel search (shared/AUTO_DEEPLAB.md §3)."""
+"""The architecture step of the first-order bilevel search (docs/METHOD.md §3)."""
 
 from __future__ import annotations
 

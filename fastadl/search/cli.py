@@ -1,5 +1,5 @@
 """``python -m fastadl.search``: search an Auto-DeepLab cell and network-level path (bilevel,
-first-order; shared/AUTO_DEEPLAB.md §3) and write config.json, split.json, metrics.jsonl,
+first-order; docs/METHOD.md §3) and write config.json, split.json, metrics.jsonl,
 checkpoints/, genotype.json and plots/ into the run directory.
 
 examples:

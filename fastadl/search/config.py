@@ -1,6 +1,6 @@
 """Search configuration: a frozen dataclass, named presets, and CLI-style overrides.
 
-Numbers of the ``paper`` preset are shared/AUTO_DEEPLAB.md §3; ``tiny`` is sized to finish on a
+Numbers of the ``paper`` preset are docs/METHOD.md §3; ``tiny`` is sized to finish on a
 2-core laptop CPU in a few minutes on the synthetic data. The fields every loop has (data,
 schedule basics, run control) and their help texts are ``config_base.LoopConfig``'s.
 """
@@ -27,7 +27,7 @@ __all__ = ["BACKENDS", "PRESETS", "VAL_BN_MODES", "ConfigError", "SearchConfig",
 
 @dataclass(frozen=True)
 class SearchConfig(LoopConfig):
-    # search space (shared/AUTO_DEEPLAB.md §1-2)
+    # search space (docs/METHOD.md §1-2)
     layers: int = option(12, "trellis layers L", min=1)
     filter_multiplier: int = option(8, "filter multiplier F (channels per block at /4)", min=1)
     block_multiplier: int = option(5, "blocks per cell B", min=1)

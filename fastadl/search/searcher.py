@@ -1,4 +1,4 @@
-"""The Auto-DeepLab search loop (shared/AUTO_DEEPLAB.md §3), readable top to bottom.
+"""The Auto-DeepLab search loop (docs/METHOD.md §3), readable top to bottom.
 
 One iteration: an SGD step on the weights w with a trainA batch, then (from
 ``arch_start_epoch`` on) an Adam step on α and β with a trainB batch. Validation mIoU, the

@@ -1,4 +1,4 @@
-"""Cell-level indexing shared by the search cell, α and decoding (shared/AUTO_DEEPLAB.md §1).
+"""Cell-level indexing shared by the search cell, α and decoding (docs/METHOD.md §1).
 
 Block i (0-based) has 2 + i candidate inputs: 0 = H^{l-2}, 1 = H^{l-1}, 2 + j = block j's output.
 α's rows are the edges in DARTS order: block 0's inputs 0, 1; block 1's inputs 0, 1, 2; ...

@@ -1,6 +1,6 @@
 """Genotype (cell + network path), its JSON form, and decoding α and β into one.
 
-Decoding follows shared/AUTO_DEEPLAB.md §4: per block, the top-2 inputs ranked by their
+Decoding follows docs/METHOD.md §4: per block, the top-2 inputs ranked by their
 strongest non-`none` op, each with its argmax op excluding `none`; the path is the most
 probable level sequence under the normalised β, found by Viterbi in log space.
 """
@@ -220,7 +220,7 @@ def path_log_prob(normalized_betas: torch.Tensor, path: tuple[int, ...]) -> floa
     return total
 
 
-# The paper's searched network (shared/AUTO_DEEPLAB.md §4), in this package's conventions.
+# The paper's searched network (docs/METHOD.md §4), in this package's conventions.
 PAPER_GENOTYPE = Genotype(
     cell=(
         ("dil_conv_5x5", 0),

@@ -1,6 +1,6 @@
 """Random genotypes for the searched-vs-random study: uniform over the space the search decodes.
 
-Cell space (shared/AUTO_DEEPLAB.md §4, what ``decode_cell`` can produce): each block keeps two
+Cell space (docs/METHOD.md §4, what ``decode_cell`` can produce): each block keeps two
 *distinct* inputs among its 2 + i candidates and one op excluding ``none`` for each. A block's
 two branches are summed, so the pair is unordered: drawing the input pair uniformly among the
 C(2 + i, 2) pairs and each op uniformly among the 7 ``DERIVED_PRIMITIVES`` is uniform over

@@ -1,6 +1,6 @@
 """The network-level search space: which nodes exist, how paths move, and β's normalisation.
 
-Conventions (shared/AUTO_DEEPLAB.md §2): layer 0 is the stem (level 0 = downsample 4 only),
+Conventions (docs/METHOD.md §2): layer 0 is the stem (level 0 = downsample 4 only),
 layers 1..L hold levels 0..min(l, 3) (downsample 4·2^level). β has shape (L, 4, 3):
 β[l-1, s', d] weighs the edge from level s' of layer l-1 to level s'+d-1 of layer l, with
 d = FINER (0), SAME (1), COARSER (2).
@@ -66,7 +66,7 @@ def normalize_betas(betas: torch.Tensor) -> torch.Tensor:
 
     betas: (L, 4, 3) raw → (L, 4, 3); allowed entries of each existing source sum to 1,
     disallowed entries (and rows of sources that do not exist at that layer) are exactly 0.
-    No rescaling of edge nodes (shared/AUTO_DEEPLAB.md §2 lists that as a bug to avoid).
+    No rescaling of edge nodes (docs/METHOD.md §2 lists that as a bug to avoid).
     """
     if betas.dim() != 3 or betas.shape[1:] != (NUM_LEVELS, 3):
         raise ValueError(f"betas must have shape (L, 4, 3), got {tuple(betas.shape)}")

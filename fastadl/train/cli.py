@@ -1,5 +1,5 @@
 """``python -m fastadl.train``: retrain the network a genotype describes (SGD, poly LR,
-drop-path; shared/AUTO_DEEPLAB.md §5) and write config.json, genotype.json, metrics.jsonl,
+drop-path; docs/METHOD.md §5) and write config.json, genotype.json, metrics.jsonl,
 checkpoints/ and plots/curves.png into the run directory.
 
 examples:

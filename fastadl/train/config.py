@@ -1,7 +1,7 @@
 """Retraining configuration: a frozen dataclass, named presets, and CLI-style overrides.
 
 The ``cityscapes`` / ``voc`` / ``ade20k`` presets are the paper's retraining setting
-(shared/AUTO_DEEPLAB.md §5: from scratch, poly LR from 0.05, 769 / 513 crops, batch 8); ``tiny``
+(docs/METHOD.md §5: from scratch, poly LR from 0.05, 769 / 513 crops, batch 8); ``tiny``
 (the default) retrains the tiny network on the synthetic scenes in a few CPU minutes. The
 fields every loop has and their help texts are ``config_base.LoopConfig``'s.
 Kept free of torch imports so ``python -m fastadl.train --help`` stays fast.

@@ -1,4 +1,4 @@
-"""Retraining the derived network (shared/AUTO_DEEPLAB.md §5), readable top to bottom.
+"""Retraining the derived network (docs/METHOD.md §5), readable top to bottom.
 
 One step: an SGD (momentum 0.9) step with poly learning rate on a batch of random crops. The
 drop-path probability grows with training progress; validation mIoU and plots follow every

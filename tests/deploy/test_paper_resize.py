@@ -1,4 +1,4 @@
-"""The fixed pre-resize and the paper search preset's data (shared/AUTO_DEEPLAB.md §3): random
+"""The fixed pre-resize and the paper search preset's data (docs/METHOD.md §3): random
 321×321 crops of half-resolution Cityscapes images, validation at half resolution."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The final Auto-DeepLab network (shared/AUTO_DEEPLAB.md §5): sizes, shapes, drop-path, errors."""
+"""The final Auto-DeepLab network (docs/METHOD.md §5): sizes, shapes, drop-path, errors."""
 
 import random
 

@@ -1,4 +1,4 @@
-"""The trellis SuperNet: shapes, cell counts, β normalisation, gradients (shared/AUTO_DEEPLAB.md §2)."""
+"""The trellis SuperNet: shapes, cell counts, β normalisation, gradients (docs/METHOD.md §2)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Every mixed-op backend against `reference` (shared/ARCHITECTURE.md "Mixed-op backends").
+"""Every mixed-op backend against `reference` (docs/ARCHITECTURE.md "Mixed-op backends").
 
 Outputs and gradients (x, every op parameter, the mixing weights; α and β for the SuperNet),
 BatchNorm running statistics, eval mode, odd sizes, all dilations, any subset of primitives;

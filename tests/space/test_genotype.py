@@ -1,4 +1,4 @@
-"""Genotype, JSON round trip, cell decoding and Viterbi path decoding (shared/AUTO_DEEPLAB.md §4)."""
+"""Genotype, JSON round trip, cell decoding and Viterbi path decoding (docs/METHOD.md §4)."""
 
 import itertools
 import json

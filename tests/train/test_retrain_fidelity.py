@@ -1,4 +1,4 @@
-"""The retrained network's TF training details (shared/AUTO_DEEPLAB.md §5): ASPP dropout,
+"""The retrained network's TF training details (docs/METHOD.md §5): ASPP dropout,
 BatchNorm momentum / epsilon, input normalisation, and which presets use them."""
 
 import dataclasses

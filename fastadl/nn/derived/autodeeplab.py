@@ -1,4 +1,4 @@
-"""The final (retrainable) Auto-DeepLab network built from a Genotype: shared/AUTO_DEEPLAB.md §5.
+"""The final (retrainable) Auto-DeepLab network built from a Genotype: docs/METHOD.md §5.
 
 Structure (the authors' TF model, tensorflow/models research/deeplab/core/nas_network.py):
 

@@ -1,4 +1,4 @@
-"""The derived (retrained) cell: shared/AUTO_DEEPLAB.md §5, TF-model mechanics (nas_cell.py).
+"""The derived (retrained) cell: docs/METHOD.md §5, TF-model mechanics (nas_cell.py).
 
 For a cell at level s with C = F·2^level channels per block:
 - the network hands it H^{l-1} already upsampled (bilinear, to the exact size of its level) when

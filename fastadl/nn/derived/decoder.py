@@ -1,4 +1,4 @@
-"""ASPP and the DeepLabv3+ decoder of the final network (shared/AUTO_DEEPLAB.md §5).
+"""ASPP and the DeepLabv3+ decoder of the final network (docs/METHOD.md §5).
 
 As in TF deeplab (model.py / ``refine_by_decoder``) with ``aspp_with_separable_conv`` and
 ``decoder_use_separable_conv`` off: every conv is a plain, bias-free conv followed by BN(affine)

@@ -1,4 +1,4 @@
-"""Scheduled drop-path for the derived network (shared/AUTO_DEEPLAB.md §5, optional there).
+"""Scheduled drop-path for the derived network (docs/METHOD.md §5, optional there).
 
 Follows the TF model (nas_cell.py ``_apply_drop_path``): each non-identity branch of a block is
 zeroed per sample with probability p and rescaled by 1/(1-p) otherwise, where

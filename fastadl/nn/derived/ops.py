@@ -1,4 +1,4 @@
-"""Stride-aware candidate ops of the derived (retrained) cell: shared/AUTO_DEEPLAB.md §5.
+"""Stride-aware candidate ops of the derived (retrained) cell: docs/METHOD.md §5.
 
 Every op maps C channels to C channels (the cell's preprocessing brings both inputs to C) and,
 with stride 2, an (h, w) map to (ceil(h/2), ceil(w/2)): the trellis' level sizes. All BN here is

@@ -23,7 +23,7 @@ class SearchCell(nn.Module):
     """H_i = Σ_{j<i} MixedOp_{j→i}(H_j; softmax(α)_{j→i}); output = concat of the B blocks.
 
     Inputs are already preprocessed to C channels (the trellis node owns the transitions);
-    edges are stored in α's row order (shared/AUTO_DEEPLAB.md §1).
+    edges are stored in α's row order (docs/METHOD.md §1).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """The Auto-DeepLab supernet: stem, L-layer trellis of search cells, four ASPP heads.
 
-Node update (paper Eq. 6, shared/AUTO_DEEPLAB.md §2):
+Node update (paper Eq. 6, docs/METHOD.md §2):
     H^l_s = Σ_{s'} β̂^l_{s'→s} · Cell_{l,s}(pre_{s'→s}(H^{l-1}_{s'}), pre(H^{l-2}_s); α)
 one cell module per node, evaluated once per incoming path with the same weights.
 """
@@ -76,7 +76,7 @@ class TrellisNode(nn.Module):
                 pre[_FROM[d]] = UpsampleReLUConvBN(node_channels(src), C)
         self.pre_prev = nn.ModuleDict(pre)
         # H^{l-2}: the node at this level two layers back, or the nearest finer one reduced
-        # by stride 2 or 4 (the first author's rule, shared/AUTO_DEEPLAB.md §2).
+        # by stride 2 or 4 (the first author's rule, docs/METHOD.md §2).
         pp_levels = [STEM0_LEVEL] if layer == 1 else list(levels_at(layer - 2))
         self.pp_level = max(lvl for lvl in pp_levels if lvl <= level)
         self.pre_prev_prev = Reduce(node_channels(self.pp_level), C, level - self.pp_level)

@@ -1,4 +1,4 @@
-"""Resolution-changing preprocessing between trellis nodes: the pre(·) of shared/AUTO_DEEPLAB.md §2.
+"""Resolution-changing preprocessing between trellis nodes: the pre(·) of docs/METHOD.md §2.
 
 BN here is ``affine=False`` like the cell's ops (**decision**: DARTS' search-time preprocess
 convention; the paper does not say).
@@ -31,7 +31,7 @@ class Reduce(nn.Module):
     """Downsample by 2^steps with ``steps`` ReLU → 3×3 stride-2 conv → BN steps (steps = 0: 1×1).
 
     A 3×3 stride-2 conv with padding 1 maps H to ceil(H/2), matching the trellis' level sizes.
-    Stride 4 = two such steps (**decision**, shared/AUTO_DEEPLAB.md §2).
+    Stride 4 = two such steps (**decision**, docs/METHOD.md §2).
     """
 
     def __init__(self, C_in: int, C_out: int, steps: int):

@@ -1,6 +1,6 @@
 """What the cell-level fast path needs to know about a search cell, built once and cached.
 
-A search cell's edges are grouped by the state they read (shared/ARCHITECTURE.md "The node as
+A search cell's edges are grouped by the state they read (docs/ARCHITECTURE.md "The node as
 the unit of work"): state 0 = H^{l-2} and state 1 = H^{l-1} are read by every block, the output
 of block b by blocks b+1..B-1. The cell's conv weights are passed to the autograd Function
 kind-major (all edges' first depthwise weights of conv 0, then of conv 1, ...), the edges of each

@@ -1,6 +1,6 @@
 """The run directory's small files: the resolved config and where everything else goes.
 
-Layout (shared/ARCHITECTURE.md): config.json, split.json, metrics.jsonl, checkpoints/
+Layout (docs/ARCHITECTURE.md): config.json, split.json, metrics.jsonl, checkpoints/
 (with a ``latest`` pointer), genotype.json, plots/*.png.
 """
 
