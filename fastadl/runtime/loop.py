@@ -38,7 +38,7 @@ from fastadl.runtime.rundir.metrics_log import MetricsLog, truncate_after, trunc
 
 
 class LoopTask(Protocol):
-    """What a loop supplies. ``cfg`` is a config_base.LoopConfig (epochs, max_steps, ...)."""
+    """What a loop supplies. ``cfg`` is a fastadl/runtime/config.py's LoopConfig (epochs, max_steps, ...)."""
 
     record_kind: str  # metrics.jsonl "kind" of a step record ("step" for the search, "train")
     steps_per_epoch: int

@@ -2,7 +2,7 @@
 
 Numbers of the ``paper`` preset are docs/METHOD.md §3; ``tiny`` is sized to finish on a
 2-core laptop CPU in a few minutes on the synthetic data. The fields every loop has (data,
-schedule basics, run control) and their help texts are ``config_base.LoopConfig``'s.
+schedule basics, run control) and their help texts are fastadl/runtime/config.py's ``LoopConfig``.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def plot_alpha_history(
     normalised entropies of α and β (1 = uniform) in a last panel.
 
     records: ``metrics.jsonl`` objects; the search's epoch records carry ``alpha_softmax``
-    (E × K), ``alpha_entropy`` and ``beta_entropy`` (engine/arch_stats.py). Others are skipped.
+    (E × K), ``alpha_entropy`` and ``beta_entropy`` (fastadl/search/arch_stats.py). Others are skipped.
     """
     rows = [r for r in records if r.get("kind") == "epoch" and r.get("alpha_softmax")]
     if not rows:

@@ -6,7 +6,7 @@
     DIR/<job>/result.json       written when the job has finished: its final val mIoU, ...
 
 A job whose result.json exists is skipped; any other is run with ``resume=True``, which continues
-it from its latest checkpoint (exactly, see engine/loop.py) or starts it when it has none. So a
+it from its latest checkpoint (exactly, see fastadl/runtime/loop.py) or starts it when it has none. So a
 study killed at any moment continues from what it finished by running the same command again.
 """
 
@@ -97,7 +97,7 @@ ARCH_KEYS = ("alpha_max_mean", "alpha_entropy", "beta_entropy", "skip_count", "o
 
 
 def last_arch_summary(metrics_path: Path) -> dict:
-    """The architecture summary of a search's last epoch record (engine/arch_stats.py)."""
+    """The architecture summary of a search's last epoch record (fastadl/search/arch_stats.py)."""
     from fastadl.runtime.rundir.metrics_log import read
 
     epochs = [r for r in read(metrics_path) if r.get("kind") == "epoch"]

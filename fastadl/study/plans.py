@@ -1,4 +1,4 @@
-"""What each study runs: its jobs (study_jobs.Job), their configs and the genotypes they need.
+"""What each study runs: its jobs (jobs.Job), their configs and the genotypes they need.
 
 **Decisions** (the issue leaves them open):
 - Every retraining uses the tiny train preset with one budget (``--retrain-epochs``) and, in

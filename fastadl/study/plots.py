@@ -1,5 +1,5 @@
 """A study's plots: final val mIoU per group (every run, mean ± std) and op-group shares per
-retrained cell. Drawn like the run plots (engine/plots.py: pyplot-free Agg figures)."""
+retrained cell. Drawn like the run plots (fastadl/runtime/rundir/plots.py: pyplot-free Agg figures)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastadl.search.arch_stats import OP_GROUPS, op_histogram
 
 
 def plot_groups(stats: dict[str, dict], title: str, out_png: str | os.PathLike) -> Path:
-    """stats: group → {"values", "mean", "std"} (study_report.group_stats)."""
+    """stats: group → {"values", "mean", "std"} (report.group_stats)."""
     fig = figure(1.6 + 1.5 * len(stats), 3.8)
     ax = fig.add_subplot()
     for x, s in enumerate(stats.values()):

@@ -3,7 +3,7 @@
 The ``cityscapes`` / ``voc`` / ``ade20k`` presets are the paper's retraining setting
 (docs/METHOD.md §5: from scratch, poly LR from 0.05, 769 / 513 crops, batch 8); ``tiny``
 (the default) retrains the tiny network on the synthetic scenes in a few CPU minutes. The
-fields every loop has and their help texts are ``config_base.LoopConfig``'s.
+fields every loop has and their help texts are fastadl/runtime/config.py's ``LoopConfig``.
 Kept free of torch imports so ``python -m fastadl.train --help`` stays fast.
 """
 

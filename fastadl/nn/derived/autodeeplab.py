@@ -14,7 +14,7 @@ Interpretation choices (each one is needed for, or neutral to, the paper's param
 - The stem's taps are taken after BN and before the ReLU, as in TF's ``_nas_stem``; every
   consumer starts with a ReLU (the cells' ReLU-1×1-BN preprocessing and the sep / dil convs).
 - Every BN is affine (2 parameters per channel); every conv is bias-free except the classifier.
-- dil_conv_kxk is a dense k×k conv with dilation 2 (derived_ops.py); sep_conv has its two
+- dil_conv_kxk is a dense k×k conv with dilation 2 (ops.py); sep_conv has its two
   depthwise+pointwise repetitions; ASPP and decoder convs are plain (not separable) 3×3 convs.
 - The cell output is the concatenation of its B blocks (B·C channels) whether or not another
   block uses them (TF's ``used_hiddenstates`` marks only the two cell inputs as used).
@@ -30,7 +30,7 @@ Interpretation choices (each one is needed for, or neutral to, the paper's param
 - Conv weights keep PyTorch's default init, which equals TF's ``variance_scaling(1/3, FAN_IN,
   uniform)`` used by the authors; the classifier's bias starts at zero.
 - Training details are constructor arguments whose defaults are PyTorch's; the TF values (the
-  retraining presets in engine/train_config.py use them) are: ``aspp_dropout=0.1`` (keep_prob
+  retraining presets in train/config.py use them) are: ``aspp_dropout=0.1`` (keep_prob
   0.9 after the ASPP projection), ``bn_momentum=3e-4`` (moving-average decay 0.9997 in every
   BN), ``backbone_bn_eps=1e-3`` (stem and cells; ASPP and decoder keep 1e-5 in TF too), and an
   input affine that turns ImageNet-normalised images into TF's [-1, 1] range.

@@ -71,7 +71,7 @@ def fast_cell(
         if rstats is None:
             return None
         rstats = tuple(t.to(dtype) for t in rstats)
-    # zero-copy leaves over the search optimizer's flat buffer where bound (cell_weights.py)
+    # zero-copy leaves over the search optimizer's flat buffer where bound (weights.py)
     params = bound_stacked_weights(plan) or stacked_weights(plan)
     args = [s0, betas, weights, *s1s, *params]
     args = [a if a is None or a.dtype == dtype else a.to(dtype) for a in args]

@@ -208,7 +208,7 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, batch, save
 
 class CellFunction(torch.autograd.Function):
     """apply(plan, P, rstats, recompute, s0, betas, weights, *s1 (P of them), *stacked) →
-    (out, means, variances). stacked: cell_plan.stacked_weights (one tensor per weight kind);
+    (out, means, variances). stacked: plan.stacked_weights (one tensor per weight kind);
     betas may be None (a single path of weight 1); rstats: running (mean, var) for eval mode.
     means/variances: batch statistics (P, n_bn, C) for the running-stat update (empty in eval).
     """

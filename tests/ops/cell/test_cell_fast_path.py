@@ -66,7 +66,7 @@ def assert_same(got, want, what: str = "", tol: float = 1e-7) -> None:
 @pytest.mark.parametrize("cpu_kernels", ["C++ kernels", "ATen only"])
 @pytest.mark.parametrize("B", [3, 5])
 def test_supernet_is_the_reference_function_in_float64(B, cpu_kernels, monkeypatch):
-    if cpu_kernels == "ATen only":  # the depthwise convs' route without fastadl/cpu_kernels
+    if cpu_kernels == "ATen only":  # the depthwise convs' route without fastadl/kernels/cpu
         monkeypatch.setattr(conv_runs, "NATIVE_MAX_PIXELS", 0)
         monkeypatch.setattr(dw_crop, "NATIVE_WGRAD_MAX_PIXELS", 0)
     ref = trellis(B)
