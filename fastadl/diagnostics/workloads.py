@@ -149,9 +149,8 @@ def search_iteration(
     step on the weights with one batch, then (``arch``) an Adam step on α and β with another."""
     from fastadl.diagnostics.timing import synchronize
     from fastadl.runtime.precision import Precision
-    from fastadl.runtime.steps import weight_step
+    from fastadl.runtime.steps import frozen, weight_step
     from fastadl.search.architect import Architect
-    from fastadl.search.searcher import frozen
 
     net = copy.deepcopy(net).train()  # the steps change the weights: leave the caller's alone
     gen = torch.Generator().manual_seed(0)

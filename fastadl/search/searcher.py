@@ -24,7 +24,6 @@ from fastadl.data.split import load_split, make_split, save_split
 from fastadl.nn import SuperNet
 from fastadl.nn.search.compile import compile_regions, compile_stats
 from fastadl.runtime import distributed as dist
-from fastadl.runtime.distributed import resolve_device  # noqa: F401  (its old home)
 from fastadl.runtime.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.runtime.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.runtime.precision import Precision
