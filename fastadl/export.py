@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 
-from fastadl.runtime.cli import USER_ERRORS, fail
+from fastadl.runtime.cli import USER_ERRORS, command_parser, fail
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -32,13 +32,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fastadl.export",
-        description=(
-            "Export a retrained network (eval mode, BatchNorm folded into its convs) for one "
-            "fixed input size: an AOTInductor model package (.pt2) for fastadl-infer, or ONNX."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = command_parser(
+        "python -m fastadl.export",
+        "Export a retrained network (eval mode, BatchNorm folded into its convs) for one "
+        "fixed input size: an AOTInductor model package (.pt2) for fastadl-infer, or ONNX.",
     )
     p.add_argument(
         "--checkpoint",

@@ -23,7 +23,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from fastadl.runtime.cli import fail
+from fastadl.runtime.cli import command_parser, fail
 
 PAPER_EDGES = {  # docs/METHOD.md §2: batch 2, 321² crops, F = 8 → C = 8·s/4 at level s
     "s4": (2, 8, 81, 81),
@@ -66,14 +66,11 @@ def make_plan(quick: bool, cuda: bool, reps: int | None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fastadl.selfcheck",
-        description=(
-            "Check every mixed-op backend on this device against the reference (outputs, "
-            "every gradient, BatchNorm statistics; fp32 and bf16) and time an edge, a cell "
-            "and a search iteration per backend. Exit status 0 = PASS, 1 = FAIL."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = command_parser(
+        "python -m fastadl.selfcheck",
+        "Check every mixed-op backend on this device against the reference (outputs, "
+        "every gradient, BatchNorm statistics; fp32 and bf16) and time an edge, a cell "
+        "and a search iteration per backend. Exit status 0 = PASS, 1 = FAIL.",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument(

@@ -44,6 +44,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER, f"error: {message} (see {self.prog} --help)\n")
 
 
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a command outside the loops (export, selfcheck, cost): defaults in --help."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None):
     """``parser.parse_args(argv)``, or the exit status of --help / a bad flag (an int)."""
     try:

@@ -65,35 +65,32 @@ def _block_diagonal(pw: Tensor, transpose: bool) -> Tensor:
     return bd.view(R, E * C, E * C)
 
 
-def pointwise(d: Tensor, pw: Tensor, out: Tensor) -> None:
-    """out[:, r, e] = d[:, r, e] @ pw[r, e]^T. d, out: (M, R, E, C); pw: (R, E, C, C) (out, in)."""
+def _pointwise_rows(d: Tensor, pw: Tensor, out: Tensor, backward: bool) -> None:
+    """out[:, r, e] = d[:, r, e] @ pw[r, e]^T, or @ pw[r, e] for the input gradient (backward)."""
     M, R, E, C = d.shape
-    if pointwise_native(d, pw, out, transpose=False):
+    if pointwise_native(d, pw, out, transpose=backward):
         return
     if C < BLOCK_DIAGONAL_BELOW:
-        bd = _block_diagonal(pw, transpose=True)
+        bd = _block_diagonal(pw, transpose=not backward)
         for r in range(R):
             torch.mm(d[:, r].reshape(M, E * C), bd[r], out=out[:, r].view(M, E * C))
     else:
-        rows = d.view(M, R * E, C).transpose(0, 1)
+        w = pw.reshape(R * E, C, C)
+        rows = d.reshape(M, R * E, C).transpose(0, 1)
         torch.bmm(
-            rows, pw.reshape(R * E, C, C).transpose(1, 2), out=out.view(M, R * E, C).transpose(0, 1)
+            rows, w if backward else w.transpose(1, 2), out=out.view(M, R * E, C).transpose(0, 1)
         )
+
+
+def pointwise(d: Tensor, pw: Tensor, out: Tensor) -> None:
+    """out[:, r, e] = d[:, r, e] @ pw[r, e]^T. d, out: (M, R, E, C); pw: (R, E, C, C) (out, in)."""
+    _pointwise_rows(d, pw, out, backward=False)
 
 
 def pointwise_input_grad(gz: Tensor, pw: Tensor) -> Tensor:
     """dL/d d of pointwise for dL/d out = gz (M, R, E, C) → (M, R, E, C)."""
-    M, R, E, C = gz.shape
-    gd = gz.new_empty(M, R, E, C)
-    if pointwise_native(gz, pw, gd, transpose=True):
-        return gd
-    if C < BLOCK_DIAGONAL_BELOW:
-        bd = _block_diagonal(pw, transpose=False)
-        for r in range(R):
-            torch.mm(gz[:, r].reshape(M, E * C), bd[r], out=gd[:, r].view(M, E * C))
-    else:
-        rows = gz.reshape(M, R * E, C).transpose(0, 1)
-        torch.bmm(rows, pw.reshape(R * E, C, C), out=gd.view(M, R * E, C).transpose(0, 1))
+    gd = gz.new_empty(gz.shape)
+    _pointwise_rows(gz, pw, gd, backward=True)
     return gd
 
 
