@@ -1,4 +1,4 @@
-"""fastadl/cpu_kernels + fastadl/ops/cell/cpu/dwconv.py: the C++ depthwise convs equal ATen's (forward,
+"""fastadl/kernels/cpu + fastadl/ops/cell/cpu/dwconv.py: the C++ depthwise convs equal ATen's (forward,
 input gradient, weight gradient; float32 and float64; odd maps, rectangular and cropped
 kernels, dilations, an input repeated along channels), and a missing or broken compiler
 leaves the ATen path in charge with a warning."""
@@ -98,7 +98,7 @@ def test_broken_compiler_warns_and_falls_back(monkeypatch, tmp_path):
 
 def test_built_once_into_the_cache(monkeypatch, tmp_path):
     assert _fresh_library(monkeypatch, tmp_path) is not None
-    (built,) = tmp_path.glob("fastadl/kernels/cpu/*/libfastadl_cpu.so")
+    (built,) = tmp_path.glob("cpu_kernels/*/libfastadl_cpu.so")
     stamp = built.stat().st_mtime_ns
     assert _fresh_library(monkeypatch, tmp_path) is not None
     assert built.stat().st_mtime_ns == stamp  # loaded, not rebuilt
