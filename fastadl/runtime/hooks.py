@@ -163,13 +163,11 @@ class StopHook(HookBase):
 
 
 class CheckpointHook(HookBase):
-    """Periodic ``step_N`` checkpoints between stop requests, ``epoch_NNNN`` after each epoch."""
-
-    def __init__(self, checkpointer: Checkpointer) -> None:
-        self.checkpointer = checkpointer
+    """Periodic ``step_N`` checkpoints between stop requests (when the loop's Checkpointer says
+    one is due), ``epoch_NNNN`` after each epoch."""
 
     def after_step(self, loop: Loop, record: dict[str, Any]) -> None:
-        if loop.stop is None and self.checkpointer.due(loop.step):
+        if loop.stop is None and loop.checkpointer.due(loop.step):
             loop.checkpoint(f"step_{loop.step:08d}")
 
     def after_epoch(self, loop: Loop, record: dict[str, Any] | None) -> None:
@@ -205,5 +203,5 @@ def default_hooks(loop: Loop, log: MetricsLog | None, progress: bool) -> list[Ho
         ProgressHook(progress, telemetry),
         StopHook(quiet=not loop.main),
         ValidationHook(log, progress),
-        CheckpointHook(Checkpointer(loop.run_dir, loop.cfg, loop.main)),
+        CheckpointHook(),
     ]
