@@ -129,3 +129,30 @@ def test_no_file_refers_to_documents_outside_the_repository():
         lines = enumerate(text.splitlines(), 1)
         hits += [f"{path.relative_to(REPO)}:{i}" for i, line in lines if marker in line]
     assert not hits, hits
+
+
+# docs/ARCHITECTURE.md's order: each package imports only the ones before it
+LAYERS = ("kernels", "space", "ops", "nn", "data", "runtime", "search", "train", "deploy", "study")
+LAYERS += ("diagnostics",)
+
+
+def test_each_package_imports_only_the_packages_above_it():
+    found = []
+    for path in _python_files():
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) == 1:  # the top level's thin CLIs and helpers may import anything
+            continue
+        here = LAYERS.index(parts[0])
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                top = name.split(".")
+                if top[0] != "fastadl" or len(top) < 2 or top[1] not in LAYERS:
+                    continue
+                if LAYERS.index(top[1]) > here:
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
+    assert not found, found

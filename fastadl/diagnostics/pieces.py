@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from fastadl.diagnostics.workloads import NetSpec
 from fastadl.nn.search.supernet import STEM0_LEVEL, level_sizes
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.space.cell_topology import num_edges
+from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import COARSER, FINER, SAME, incoming, levels_at
 
 # Layers from this one on repeat the same node configurations: layers l − 1 and l − 2 both hold

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from fastadl.nn import MixedOp, SearchCell, SuperNet
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.space.cell_topology import num_edges
+from fastadl.space.primitives import PRIMITIVES
 
 
 @dataclass

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.space.cell_topology import edge_index
+from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import transition_mask
 
 # Op groups of a decoded cell (what DARTS-style collapse is made of: parameter-free ops).

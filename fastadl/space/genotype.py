@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from fastadl.ops.primitives import DERIVED_PRIMITIVES, PRIMITIVES
 from fastadl.space.cell_topology import edge_offset, num_edges
+from fastadl.space.primitives import DERIVED_PRIMITIVES, PRIMITIVES
 from fastadl.space.trellis import direction_between, incoming, levels_at
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import random
 
-from fastadl.ops.primitives import DERIVED_PRIMITIVES
 from fastadl.space.genotype import Genotype
+from fastadl.space.primitives import DERIVED_PRIMITIVES
 from fastadl.space.trellis import incoming, paths_into
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastadl.deploy.inference import build_model, load_genotype
 from fastadl.runtime import distributed as dist
 from fastadl.runtime.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.runtime.loop import LoopResult, load_latest, load_state_dicts, run_loop, state_dicts
@@ -29,6 +28,7 @@ from fastadl.runtime.steps import sgd, weight_step
 from fastadl.runtime.validation import validation_scores
 from fastadl.space.genotype import Genotype, GenotypeError
 from fastadl.train.config import TrainConfig
+from fastadl.train.model import build_model, load_genotype
 
 
 def poly_lr(step: int, total: int, base_lr: float, power: float = 0.9) -> float:

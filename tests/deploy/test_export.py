@@ -12,12 +12,13 @@ from torch import nn
 from fastadl.data.transforms import to_tensors
 from fastadl.deploy.exporter import CastingNetwork
 from fastadl.deploy.fixed_size import FixedSizeInference, fitted_size
-from fastadl.deploy.inference import model_from_checkpoint, paper_prefix
+from fastadl.deploy.inference import model_from_checkpoint
 from fastadl.export import main as export_main
 from fastadl.nn.derived.autodeeplab import AutoDeepLab
 from fastadl.nn.derived.fold_batchnorm import count_batchnorms, fold_batchnorm
 from fastadl.runtime.rundir.checkpoint import load_checkpoint, save_checkpoint
 from fastadl.space.genotype import PAPER_GENOTYPE
+from fastadl.train.model import paper_prefix
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,8 +10,8 @@ from fastadl.nn.derived.autodeeplab import PAPER_SIZES
 from fastadl.nn.derived.decoder import atrous_rates_for
 from fastadl.nn.derived.flops import count_multiply_adds
 from fastadl.nn.derived.ops import make_op
-from fastadl.ops.primitives import DERIVED_PRIMITIVES
 from fastadl.space.genotype import PAPER_GENOTYPE, Genotype, GenotypeError
+from fastadl.space.primitives import DERIVED_PRIMITIVES
 from fastadl.space.trellis import levels_at
 
 

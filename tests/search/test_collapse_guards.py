@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from fastadl.nn import SuperNet
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.runtime.precision import Precision
 from fastadl.search.arch_stats import alpha_entropy, alpha_summary, beta_summary, op_histogram
 from fastadl.search.architect import Architect
 from fastadl.search.searcher import Search, run_search
 from fastadl.space.cell_topology import edge_index, num_edges
 from fastadl.space.genotype import decode_cell
+from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import normalize_betas
 from tests.search.test_search import MICRO
 

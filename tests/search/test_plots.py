@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.runtime.rundir import plots as run_plots
 from fastadl.search import plots
 from fastadl.space.genotype import PAPER_GENOTYPE, viterbi
+from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import normalize_betas
 
 

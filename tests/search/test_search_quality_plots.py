@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.search.arch_stats import alpha_summary, beta_summary
 from fastadl.search.plots import plot_alpha_history
+from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import normalize_betas
 from fastadl.study.plots import plot_groups, plot_op_shares
 from fastadl.study.report import group_stats, searched_vs_random_verdict

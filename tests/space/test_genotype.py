@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.space.cell_topology import edge_index, num_edges
 from fastadl.space.genotype import (
     PAPER_GENOTYPE,
@@ -16,6 +15,7 @@ from fastadl.space.genotype import (
     path_log_prob,
     viterbi,
 )
+from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import count_paths, normalize_betas
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from fastadl.ops.primitives import DERIVED_PRIMITIVES
+from fastadl.space.primitives import DERIVED_PRIMITIVES
 from fastadl.space.random_genotype import random_cell, random_genotype, random_path
 from fastadl.space.trellis import count_paths, paths_into
 from tests.space.test_genotype import all_valid_paths

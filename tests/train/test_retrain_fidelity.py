@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from fastadl.data.transforms import to_tensors
-from fastadl.deploy.inference import build_model, paper_prefix
 from fastadl.nn.batchnorm import batchnorms
 from fastadl.nn.derived.autodeeplab import AutoDeepLab
 from fastadl.nn.derived.decoder import ASPP
 from fastadl.nn.derived.fold_batchnorm import count_batchnorms, fold_batchnorm
 from fastadl.train import config as train_config
 from fastadl.train.config import TrainConfig
+from fastadl.train.model import build_model, paper_prefix
 
 GENOTYPE = paper_prefix(4)
 pytestmark = pytest.mark.usefixtures("one_thread")

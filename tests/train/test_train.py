@@ -13,12 +13,12 @@ import pytest
 import torch
 from small_runs import SMALL_TRAIN
 
-from fastadl.deploy.inference import build_model, load_genotype
 from fastadl.runtime.rundir.checkpoint import latest_checkpoint, load_checkpoint
 from fastadl.runtime.rundir.metrics_log import read
 from fastadl.space.genotype import PAPER_GENOTYPE
 from fastadl.train.cli import main
 from fastadl.train.config import resolve
+from fastadl.train.model import build_model, load_genotype
 from fastadl.train.trainer import poly_lr, run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

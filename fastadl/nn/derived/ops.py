@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastadl.ops.primitives import DERIVED_PRIMITIVES
+from fastadl.space.primitives import DERIVED_PRIMITIVES
 
 
 class ReLUConvBN(nn.Sequential):

@@ -15,8 +15,8 @@ from torch import nn
 
 from fastadl.nn.search.mixed_op import MixedOp
 from fastadl.ops.cell.fast import fast_cell
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.space.cell_topology import edge_offset, num_edges
+from fastadl.space.primitives import PRIMITIVES
 
 
 class SearchCell(nn.Module):

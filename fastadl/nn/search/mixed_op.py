@@ -16,8 +16,8 @@ from torch import nn
 
 from fastadl.ops.dispatch import check_backend, mixed_op
 from fastadl.ops.partial_channels import pass_through, shuffle_merge, split_channels
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.ops.reference import OPS, STRIDES
+from fastadl.space.primitives import PRIMITIVES
 
 
 class MixedOp(nn.Module):

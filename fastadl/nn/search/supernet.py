@@ -16,9 +16,9 @@ from torch import nn
 from fastadl.nn.search.aspp import SearchASPP
 from fastadl.nn.search.cell import SearchCell
 from fastadl.nn.search.transitions import Reduce, SearchReLUConvBN, UpsampleReLUConvBN
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.space.cell_topology import num_edges
 from fastadl.space.genotype import Genotype, decode_cell, viterbi
+from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import (
     COARSER,
     FINER,

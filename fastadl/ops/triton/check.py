@@ -41,8 +41,8 @@ from torch import nn
 
 from fastadl.agreement import agree, exact_fp32, outputs_and_grads
 from fastadl.cache import cache_root
-from fastadl.ops.primitives import PRIMITIVES
 from fastadl.ops.reference import OPS
+from fastadl.space.primitives import PRIMITIVES
 
 
 @dataclass(frozen=True)
