@@ -1,4 +1,5 @@
-"""The torch-facing op layer: primitives, reference op modules and the mixed op."""
+"""The torch-facing op layer: the reference op modules (OPS), the backend dispatch, one
+sub-package per implementation (edge/, cell/, triton/); the op names come from fastadl/space."""
 
 from fastadl.ops.reference import OPS
 from fastadl.space.primitives import DERIVED_PRIMITIVES, PRIMITIVES
