@@ -1,25 +1,14 @@
 """fastadl: a fast, faithful Auto-DeepLab (hierarchical NAS for semantic segmentation)."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="fastadl",
     version="0.1.0",
     description="Fast, faithful Auto-DeepLab: cell + network-level architecture search for segmentation",
     python_requires=">=3.10",
-    # kernels/ stays a top-level folder (Triton only) but imports as fastadl.kernels.
-    package_dir={"fastadl": "fastadl", "fastadl.kernels": "kernels"},
-    packages=[
-        "fastadl",
-        "fastadl.ops",
-        "fastadl.cpu_kernels",
-        "fastadl.nn",
-        "fastadl.data",
-        "fastadl.engine",
-        "fastadl.kernels",
-        "fastadl.diagnostics",
-    ],
-    package_data={"fastadl.cpu_kernels": ["*.cpp", "*.h"]},  # built at first use (cpu_kernels/)
+    packages=find_packages(include=["fastadl", "fastadl.*"]),
+    package_data={"fastadl.kernels.cpu": ["*.cpp", "*.h"]},  # built at first use
     install_requires=[
         "torch>=2.4",
         "triton>=3.0",

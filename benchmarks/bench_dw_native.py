@@ -1,4 +1,4 @@
-"""The C++ depthwise kernels (fastadl/ops/dw_native.py) against ATen on the search's shapes.
+"""The C++ depthwise kernels (fastadl/ops/cell/cpu/dwconv.py) against ATen on the search's shapes.
 
     python benchmarks/bench_dw_native.py               # 1 and 2 threads for ATen, float32
     python benchmarks/bench_dw_native.py --threads 1
@@ -6,7 +6,7 @@
 Per shape (B, G, H, W, k, dilation; G channels, x not repeated) the forward conv and the weight
 gradient, µs per call (best of 3 batches), the native kernels always on one thread: ATen's
 forward is ``F.conv2d`` (oneDNN), its weight gradient the cropped-kernel routes of
-fastadl/ops/dw_crop.py (the best of ``convolution_backward``, the swapped conv and the window
+fastadl/ops/cell/cpu/dw_crop.py (the best of ``convolution_backward``, the swapped conv and the window
 product for the shape). The shapes are those of the anchor search (64² crops: 16² down to 2²
 maps) and of 256² crops (32², 64²). docs/PERFORMANCE.md ("C++ depthwise kernels") has the
 recorded figures and the thresholds chosen from them.
@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-import fastadl.ops.dw_crop as dw_crop
-from fastadl.cpu_kernels import accepts
-from fastadl.ops.dw_native import dw_conv, dw_weight_grad
+import fastadl.ops.cell.cpu.dw_crop as dw_crop
+from fastadl.kernels.cpu import accepts
+from fastadl.ops.cell.cpu.dwconv import dw_conv
+from fastadl.ops.cell.cpu.dwconv import dw_weight_grad_cpp as dw_weight_grad
 
 SHAPES = [  # B, G, H, W, k, dilation
     (2, 1280, 2, 2, 3, 1), (4, 1280, 2, 2, 3, 1), (6, 256, 4, 4, 5, 1), (6, 640, 4, 4, 5, 1),
@@ -51,7 +52,7 @@ def aten_weight_grad(g, x, k, d):
     saved = dw_crop.NATIVE_WGRAD_MAX_PIXELS
     dw_crop.NATIVE_WGRAD_MAX_PIXELS = -1
     try:
-        return dw_crop.dw_weight_grad(g, x, k, d)
+        return dw_crop.dw_weight_grad_cropped(g, x, k, d)
     finally:
         dw_crop.NATIVE_WGRAD_MAX_PIXELS = saved
 

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from fastadl.engine.exporter import CastingNetwork, write_aoti
-from fastadl.engine.inference import model_from_checkpoint
+from fastadl.deploy.exporter import CastingNetwork, write_aoti
+from fastadl.deploy.inference import model_from_checkpoint
 from fastadl.export import parse_size
-from fastadl.genotype import PAPER_GENOTYPE
-from fastadl.nn.autodeeplab import AutoDeepLab
-from fastadl.nn.fold_batchnorm import fold_batchnorm
+from fastadl.nn.derived.autodeeplab import AutoDeepLab
+from fastadl.nn.derived.fold_batchnorm import fold_batchnorm
+from fastadl.space.genotype import PAPER_GENOTYPE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastadl.ops import triton_functions as tf
+from fastadl.ops.triton import functions as tf
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPES = {  # label → (N, C, H, W)

@@ -3,7 +3,7 @@
     pytest benchmarks/bench_mixed_op.py --benchmark-only            # pytest-benchmark tables
     python benchmarks/bench_mixed_op.py [--threads N] [--reps R]    # ratios to `reference`
 
-The paper's search setting (shared/AUTO_DEEPLAB.md §2): batch N = 2 of 321×321 crops, F = 8,
+The paper's search setting (docs/METHOD.md §2): batch N = 2 of 321×321 crops, F = 8,
 so an edge at level s has C = 8·s/4 channels on the crop halved log2(s) times: 8×81×81,
 16×41×41, 32×21×21, 64×11×11. BatchNorm in training mode, mixing weights softmax(α) with α
 requiring grad, a fixed upstream gradient. `auto` is what a user gets (fused on CPU, triton on

@@ -5,8 +5,8 @@
     python benchmarks/bench_search_step.py --backends auto --recompute --compile
     pytest benchmarks/bench_search_step.py --benchmark-only        # one cell / one iteration groups
 
-The iteration is the engine's own: ``fastadl.engine.steps.weight_step`` (SGD, gradient clip)
-and ``fastadl.engine.architect.Architect.step`` (Adam on α, β, gradients for α and β only), on
+The iteration is the engine's own: ``fastadl.runtime.steps.weight_step`` (SGD, gradient clip)
+and ``fastadl.search.architect.Architect.step`` (Adam on α, β, gradients for α and β only), on
 a SuperNet built like the search builds it. Each backend runs in a process of its own (as a
 user's search does), and they are timed interleaved (every repetition runs each backend once,
 in rotating order, one at a time) after one warm-up iteration each; the medians are reported
@@ -31,10 +31,10 @@ import pytest
 import torch
 
 from fastadl import SuperNet
-from fastadl.engine.architect import Architect
-from fastadl.engine.flat_sgd import search_weight_optimizer
-from fastadl.engine.precision import Precision
-from fastadl.engine.steps import frozen, stepped_parameters, weight_step
+from fastadl.runtime.precision import Precision
+from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
+from fastadl.search.architect import Architect
+from fastadl.search.flat_sgd import search_weight_optimizer
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -66,7 +66,7 @@ class Iteration:
             recompute=recompute,
         ).to(device)  # fmt: skip
         if compile:
-            from fastadl.nn.compile import compile_regions
+            from fastadl.nn.search.compile import compile_regions
 
             compile_regions(self.model)
         precision = Precision("off", torch.device(device).type)

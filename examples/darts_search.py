@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastadl import PRIMITIVES, MixedOp
-from fastadl.cell_topology import edge_offset, num_edges
-from fastadl.genotype import decode_cell
-from fastadl.nn.transitions import ReLUConvBN
+from fastadl.nn.search.transitions import SearchReLUConvBN
 from fastadl.ops.reference import FactorizedReduce
+from fastadl.space.cell_topology import edge_offset, num_edges
+from fastadl.space.genotype import decode_cell
 
 
 class DartsSearchCell(nn.Module):
@@ -55,8 +55,10 @@ class DartsSearchCell(nn.Module):
         self.reduction = reduction
         self.steps, self.multiplier = steps, multiplier
         # the previous cell halved the size: s0 (two cells back) must be halved too
-        pre0 = FactorizedReduce(C_prev_prev, C) if reduction_prev else ReLUConvBN(C_prev_prev, C)
-        self.preprocess0, self.preprocess1 = pre0, ReLUConvBN(C_prev, C)
+        pre0 = (
+            FactorizedReduce(C_prev_prev, C) if reduction_prev else SearchReLUConvBN(C_prev_prev, C)
+        )
+        self.preprocess0, self.preprocess1 = pre0, SearchReLUConvBN(C_prev, C)
         self.edges = nn.ModuleList(
             MixedOp(C, 2 if reduction and j < 2 else 1, **mixed_op_kwargs)
             for i in range(steps)
@@ -156,7 +158,7 @@ class DartsSearchNetwork(nn.Module):
 
     def genotype(self) -> dict[str, tuple[tuple[str, int], ...]]:
         """DARTS' decoding per cell type: per step the 2 strongest inputs, each with its best op
-        other than `none` (fastadl.genotype.decode_cell). From α alone (PC-DARTS also weighs
+        other than `none` (fastadl.space.genotype.decode_cell). From α alone (PC-DARTS also weighs
         the inputs by β: not done here)."""
         return {
             "normal": decode_cell(self.alphas_normal),

@@ -1,8 +1,8 @@
 """fastadl: a fast, faithful Auto-DeepLab (``from fastadl import MixedOp, SuperNet, PRIMITIVES``)."""
 
-from fastadl.genotype import PAPER_GENOTYPE, Genotype
 from fastadl.nn import AutoDeepLab, MixedOp, SearchCell, SuperNet, convert_mixed_ops
-from fastadl.ops.primitives import PRIMITIVES
+from fastadl.space.genotype import PAPER_GENOTYPE, Genotype
+from fastadl.space.primitives import PRIMITIVES
 
 __version__ = "0.1.0"
 __all__ = [

@@ -1,7 +1,7 @@
 """Does a fast path compute the reference's function? Outputs and gradients of one run, and
 their comparison with float32 or bfloat16 tolerances.
 
-Used by the `auto` backend's Triton smoke check (fastadl/ops/triton_check.py) and by
+Used by the `auto` backend's Triton smoke check (fastadl/ops/triton/check.py) and by
 ``python -m fastadl.selfcheck``; imports nothing from fastadl, so any layer may use it.
 
 Tolerances (``agree``):

@@ -19,8 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastadl.cli_common import USER_ERRORS, add_config_flags, fail, overrides_from
-from fastadl.engine.config import PRESETS, SearchConfig, resolve
+from fastadl.runtime.cli import (
+    USER_ERRORS,
+    add_config_flags,
+    command_parser,
+    fail,
+    overrides_from,
+)
+from fastadl.search.config import PRESETS, SearchConfig, resolve
 
 # Training images per dataset (the split gives each half about a half of them).
 TRAIN_IMAGES = {"cityscapes": 2975, "voc": 1464, "ade20k": 20210}
@@ -30,13 +36,10 @@ BACKENDS = ("reference", "fused", "triton")
 def build_parser() -> argparse.ArgumentParser:
     from fastadl.diagnostics.gpus import GPUS, LAUNCH_US
 
-    p = argparse.ArgumentParser(
-        prog="python -m fastadl.cost",
-        description=(
-            "FLOPs, minimum bytes moved, saved activations and kernel launches of one search "
-            "iteration per backend, and the whole search's projected time on named GPUs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = command_parser(
+        "python -m fastadl.cost",
+        "FLOPs, minimum bytes moved, saved activations and kernel launches of one search "
+        "iteration per backend, and the whole search's projected time on named GPUs.",
     )
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="search preset")
     p.add_argument(

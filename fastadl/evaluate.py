@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastadl.cli_common import USER_ERRORS, OneLineParser, fail, parse
+from fastadl.runtime.cli import USER_ERRORS, OneLineParser, fail, parse
 
 MULTI_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"  # inference.DEFAULT_SCALES, kept import-free here
 
@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--batch-size must be >= 1, --workers and --limit >= 0")
 
     # Heavy imports only once arguments are known (keeps --help fast).
-    from fastadl.engine.checkpoint import CheckpointError
-    from fastadl.engine.config import ConfigError
-    from fastadl.engine.distributed import is_main_process
-    from fastadl.engine.evaluator import run_evaluate
-    from fastadl.genotype import GenotypeError
+    from fastadl.deploy.evaluator import run_evaluate
+    from fastadl.runtime.distributed import is_main_process
+    from fastadl.runtime.rundir.checkpoint import CheckpointError
+    from fastadl.search.config import ConfigError
+    from fastadl.space.genotype import GenotypeError
 
     try:
         result = run_evaluate(

@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 
-from fastadl.cli_common import USER_ERRORS, fail
+from fastadl.runtime.cli import USER_ERRORS, command_parser, fail
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -32,13 +32,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fastadl.export",
-        description=(
-            "Export a retrained network (eval mode, BatchNorm folded into its convs) for one "
-            "fixed input size: an AOTInductor model package (.pt2) for fastadl-infer, or ONNX."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = command_parser(
+        "python -m fastadl.export",
+        "Export a retrained network (eval mode, BatchNorm folded into its convs) for one "
+        "fixed input size: an AOTInductor model package (.pt2) for fastadl-infer, or ONNX.",
     )
     p.add_argument(
         "--checkpoint",
@@ -83,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports only once arguments are known (keeps --help fast).
     from tqdm import tqdm
 
-    from fastadl.engine.checkpoint import CheckpointError
-    from fastadl.engine.config import ConfigError
-    from fastadl.engine.exporter import run_export
-    from fastadl.genotype import GenotypeError
+    from fastadl.deploy.exporter import run_export
+    from fastadl.runtime.rundir.checkpoint import CheckpointError
+    from fastadl.search.config import ConfigError
+    from fastadl.space.genotype import GenotypeError
 
     start = time.perf_counter()
     stages = ["load", "export + compile" if args.format == "aoti" else "export"]

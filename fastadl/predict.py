@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastadl.cli_common import USER_ERRORS, OneLineParser, fail, parse
 from fastadl.evaluate import MULTI_SCALES, parse_scales
 from fastadl.export import parse_size
+from fastadl.runtime.cli import USER_ERRORS, OneLineParser, fail, parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     scales = args.scales or (parse_scales(MULTI_SCALES) if args.multi_scale else (1.0,))
 
     # Heavy imports only once arguments are known (keeps --help fast).
-    from fastadl.engine.checkpoint import CheckpointError
-    from fastadl.engine.config import ConfigError
-    from fastadl.engine.distributed import resolve_device
-    from fastadl.engine.inference import model_from_checkpoint
-    from fastadl.engine.predictor import predict_files
-    from fastadl.genotype import GenotypeError
+    from fastadl.deploy.inference import model_from_checkpoint
+    from fastadl.deploy.predictor import predict_files
+    from fastadl.runtime.distributed import resolve_device
+    from fastadl.runtime.rundir.checkpoint import CheckpointError
+    from fastadl.search.config import ConfigError
+    from fastadl.space.genotype import GenotypeError
 
     try:
         loaded = model_from_checkpoint(args.checkpoint, resolve_device(args.device))

@@ -12,7 +12,7 @@ timed per backend. It prints a table and PASS or FAIL, exit status 0 or 1.
 
 Everything goes through the public modules (MixedOp, SearchCell, SuperNet with ``backend=``),
 so whatever fast path sits behind them is what is checked. A triton failure is recorded for
-the device: ``auto`` will not pick triton there (fastadl/ops/triton_check.py), in this process
+the device: ``auto`` will not pick triton there (fastadl/ops/triton/check.py), in this process
 or later ones, until a self-check passes again.
 """
 
@@ -23,9 +23,9 @@ import os
 import sys
 from dataclasses import dataclass
 
-from fastadl.cli_common import fail
+from fastadl.runtime.cli import command_parser, fail
 
-PAPER_EDGES = {  # shared/AUTO_DEEPLAB.md §2: batch 2, 321² crops, F = 8 → C = 8·s/4 at level s
+PAPER_EDGES = {  # docs/METHOD.md §2: batch 2, 321² crops, F = 8 → C = 8·s/4 at level s
     "s4": (2, 8, 81, 81),
     "s8": (2, 16, 41, 41),
     "s16": (2, 32, 21, 21),
@@ -66,14 +66,11 @@ def make_plan(quick: bool, cuda: bool, reps: int | None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fastadl.selfcheck",
-        description=(
-            "Check every mixed-op backend on this device against the reference (outputs, "
-            "every gradient, BatchNorm statistics; fp32 and bf16) and time an edge, a cell "
-            "and a search iteration per backend. Exit status 0 = PASS, 1 = FAIL."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = command_parser(
+        "python -m fastadl.selfcheck",
+        "Check every mixed-op backend on this device against the reference (outputs, "
+        "every gradient, BatchNorm statistics; fp32 and bf16) and time an edge, a cell "
+        "and a search iteration per backend. Exit status 0 = PASS, 1 = FAIL.",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument(
@@ -122,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         return fail(f"--device {args.device}: this machine has {torch.cuda.device_count()} GPU(s)")
-    if device.type == "cpu" and args.quick and "fastadl.kernels.nhwc" not in sys.modules:
+    if device.type == "cpu" and args.quick and "fastadl.kernels.triton.nhwc" not in sys.modules:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel module is imported
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -11,7 +11,7 @@
 namespace fastadl {
 namespace {
 
-// Must match FORMAT_VERSION and RESIZE_RULE in fastadl/engine/exporter.py.
+// Must match FORMAT_VERSION and RESIZE_RULE in fastadl/deploy/exporter.py.
 constexpr const char* kFormat = "1";
 constexpr const char* kResizeRule = "fit-pad";
 

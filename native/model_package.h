@@ -17,7 +17,7 @@ class AOTIModelPackageLoader;
 
 namespace fastadl {
 
-// What fastadl/engine/exporter.py writes into the package's metadata (keys "fastadl.*").
+// What fastadl/deploy/exporter.py writes into the package's metadata (keys "fastadl.*").
 struct ModelInfo {
   int input_height = 0;
   int input_width = 0;

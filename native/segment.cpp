@@ -52,7 +52,7 @@ std::vector<uint8_t> segment(ModelPackage& model, const RgbImage& image) {
 
 RgbImage overlay(const RgbImage& image, const std::vector<uint8_t>& ids,
                  const std::vector<Rgb>& palette, double alpha) {
-  // float32 arithmetic and round-half-even, as fastadl/engine/predictor.py::overlay (numpy).
+  // float32 arithmetic and round-half-even, as fastadl/deploy/predictor.py::overlay (numpy).
   const float keep = static_cast<float>(1.0 - alpha), mix = static_cast<float>(alpha);
   RgbImage out = image;
   for (size_t p = 0; p < ids.size(); ++p) {

@@ -1,4 +1,4 @@
-// Image → label map with an exported package, step for step what fastadl/engine/fixed_size.py
+// Image → label map with an exported package, step for step what fastadl/deploy/fixed_size.py
 // does in Python (so the runner and `python -m fastadl.predict --size HxW` agree).
 #pragma once
 

@@ -23,12 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from fastadl.cli_common import fail, user_message
-    from fastadl.engine.evaluation import validation_scores
-    from fastadl.engine.inference import model_from_checkpoint
-    from fastadl.engine.loading import SeededItems, build_datasets, epoch_loader
-    from fastadl.engine.precision import Precision
+    from fastadl.deploy.inference import model_from_checkpoint
     from fastadl.nn.batchnorm import batchnorms
+    from fastadl.runtime.cli import fail, user_message
+    from fastadl.runtime.loading import SeededItems, build_datasets, epoch_loader
+    from fastadl.runtime.precision import Precision
+    from fastadl.runtime.validation import validation_scores
 
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from fastadl.engine.checkpoint import CheckpointError, load_checkpoint
+from fastadl.runtime.rundir.checkpoint import CheckpointError, load_checkpoint
 
 # A reduced tiny search: 48 synthetic 32×32 images (24 in each half: 6 steps of 4 an epoch),
 # 4 epochs, 2 layers, F = B = 2, 16 validation images; checkpoints every 4 steps and every

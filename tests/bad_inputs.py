@@ -1,4 +1,4 @@
-"""Generated malformed inputs for the bad-input sweep (tests/test_bad_inputs.py and
+"""Generated malformed inputs for the bad-input sweep (tests/data/test_bad_inputs.py and
 scripts/bad_input_sweep.py): datasets of every format, genotype and config JSON, checkpoints,
 CLI flags. Each case is a command line plus what its one error line must name.
 
@@ -23,7 +23,9 @@ from bad_inputs_datasets import dataset_cases
 from bad_inputs_files import checkpoint_cases, config_cases, genotype_cases
 from bad_inputs_flags import flag_cases
 
-from fastadl import evaluate, predict, search, train
+from fastadl import evaluate, predict
+from fastadl.search import cli as search
+from fastadl.train import cli as train
 
 __all__ = ["TRAIN_RUN", "Case", "Outcome", "make_cases", "run_case"]
 
@@ -86,9 +88,14 @@ def _run_dir_ok(case: Case, before: dict[str, str]) -> bool:
         return True
     if case.resume:
         return _snapshot(run) == before
-    from fastadl.engine import config, train_config
-    from fastadl.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-    from fastadl.engine.config_base import ConfigError
+    from fastadl.runtime.config import ConfigError
+    from fastadl.runtime.rundir.checkpoint import (
+        CheckpointError,
+        latest_checkpoint,
+        load_checkpoint,
+    )
+    from fastadl.search import config
+    from fastadl.train import config as train_config
 
     cls = config.CONFIG if case.command == "search" else train_config.CONFIG
     try:

@@ -11,7 +11,7 @@ from bad_input_case import SYNTH, TRAIN_RUN, Case
 from fixtures_data import rgb
 from PIL import Image
 
-from fastadl.genotype import PAPER_GENOTYPE
+from fastadl.space.genotype import PAPER_GENOTYPE
 
 
 # ---------------------------------------------------------------------------- genotypes

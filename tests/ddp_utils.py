@@ -24,7 +24,7 @@ def _entry(rank: int, world: int, port: int, fn, args) -> None:
     )
     import torch
 
-    from fastadl.engine import distributed
+    from fastadl.runtime import distributed
 
     torch.set_num_threads(1)  # N processes on a 2-core machine: no thread oversubscription
     try:

@@ -10,10 +10,10 @@ import torch
 
 from fastadl.data.synthetic import render_scene
 from fastadl.data.transforms import to_tensors
-from fastadl.engine.checkpoint import load_checkpoint, save_checkpoint
-from fastadl.engine.inference import model_from_checkpoint
-from fastadl.engine.train_config import resolve
-from fastadl.engine.trainer import run_train
+from fastadl.deploy.inference import model_from_checkpoint
+from fastadl.runtime.rundir.checkpoint import load_checkpoint, save_checkpoint
+from fastadl.train.config import resolve
+from fastadl.train.trainer import run_train
 
 EXPORT_SIZE = (40, 48)  # H, W of the exported tiny packages: small, and not square
 

@@ -1,5 +1,5 @@
 """ADE20K (MIT SceneParsing, ADEChallengeData2016): 150 classes; raw 0 ("other") → 255 and
-1..150 → 0..149 (shared/AUTO_DEEPLAB.md §6)."""
+1..150 → 0..149 (docs/METHOD.md §6)."""
 
 from __future__ import annotations
 

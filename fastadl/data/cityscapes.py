@@ -1,5 +1,5 @@
 """Cityscapes (fine annotations): the 34 labelIds mapped to the 19 trainIds by the official table
-in ``cityscapesscripts`` (shared/AUTO_DEEPLAB.md §6); every other id becomes 255 (ignore)."""
+in ``cityscapesscripts`` (docs/METHOD.md §6); every other id becomes 255 (ignore)."""
 
 from __future__ import annotations
 

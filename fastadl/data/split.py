@@ -1,4 +1,4 @@
-"""The trainA/trainB split of the search's training set (shared/AUTO_DEEPLAB.md §3): network
+"""The trainA/trainB split of the search's training set (docs/METHOD.md §3): network
 weights learn on trainA, α and β on trainB. It is fixed by a seed, saved as split.json in the run
 directory and reused on resume, so a resumed search never mixes the halves."""
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 # The label of pixels no loss or metric counts: unlabelled classes, crop padding, VOC borders.
 IGNORE_INDEX = 255
-# ImageNet statistics: the normalisation DeepLab-style pipelines use (shared/AUTO_DEEPLAB.md §6).
+# ImageNet statistics: the normalisation DeepLab-style pipelines use (docs/METHOD.md §6).
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 # Input normalisations a network can ask for, as a per-channel affine on to_tensors' output.

@@ -1,5 +1,5 @@
 """PASCAL VOC 2012 segmentation: palette PNG masks with 21 classes and 255 = boundary/ignore,
-split lists in ImageSets/Segmentation (shared/AUTO_DEEPLAB.md §6)."""
+split lists in ImageSets/Segmentation (docs/METHOD.md §6)."""
 
 from __future__ import annotations
 

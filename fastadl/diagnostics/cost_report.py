@@ -15,7 +15,7 @@ from fastadl.diagnostics.pieces import iteration_flops, iteration_pieces
 from fastadl.diagnostics.workloads import NetSpec
 
 DAY = 86400.0
-PAPER_DAYS = 3.0  # the paper: about 3 days on one P100 (shared/AUTO_DEEPLAB.md §3)
+PAPER_DAYS = 3.0  # the paper: about 3 days on one P100 (docs/METHOD.md §3)
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class Schedule:
 
 def schedule(cfg, train_images: int) -> Schedule:
     """Steps of the whole search (one process): the smaller half of the trainA/trainB split in
-    full batches per epoch, α/β steps from ``arch_start_epoch`` on (fastadl/engine/searcher.py)."""
-    from fastadl.engine.loading import batches_per_epoch
+    full batches per epoch, α/β steps from ``arch_start_epoch`` on (fastadl/search/searcher.py)."""
+    from fastadl.runtime.loading import batches_per_epoch
 
     per_epoch = batches_per_epoch(train_images // 2, cfg.batch_size)
     return Schedule(

@@ -32,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import conv_backward_flop, flop_registry, shape_wrapper
 
 # Kernels each fastadl:: Triton op launches (kernels/*.py launchers; a weight gradient or BN
-# sum adds reduce.sum_rows). tests/test_cost.py checks this table against real launches.
+# sum adds reduce.sum_rows). tests/diagnostics/test_cost.py checks this table against real launches.
 LAUNCHES = {
     "weighted_sum": 1,
     "weighted_sum_backward": 2,
@@ -100,7 +100,7 @@ def _edge_backward_flop(dy, x, w_s3, *args, out_shape=None, **kwargs) -> int:  #
 def flop_formulas() -> dict:
     """Formulas on shapes, as FlopCounterMode's custom_mapping takes them (module docstring)."""
     formulas = {torch.ops.aten.convolution_backward: _grouped_conv_backward}
-    if hasattr(torch.ops.fastadl, "dwconv"):  # registered once fastadl.ops.triton_functions loads
+    if hasattr(torch.ops.fastadl, "dwconv"):  # registered once fastadl.ops.triton.functions loads
         ops = torch.ops.fastadl
         formulas.update({
             ops.dwconv: _dwconv_flop,

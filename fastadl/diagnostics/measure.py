@@ -7,7 +7,7 @@ modules is what is counted.
 Two step kinds, as the search loop runs them: ``weight`` (α, β frozen; gradients of every
 weight and of every input that needs one; saved activations measured here) and ``arch``
 (``torch.autograd.grad`` of the loss for α and β with the weights frozen, as
-fastadl/engine/architect.py does: autograd runs a piece's backward only as far as its inputs
+fastadl/search/architect.py does: autograd runs a piece's backward only as far as its inputs
 depend on α or β, and no weight gradient is computed).
 """
 
@@ -23,9 +23,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from fastadl.diagnostics.counting import Counts, count
 from fastadl.diagnostics.pieces import REPEATING_LAYER, Piece
 from fastadl.diagnostics.workloads import NetSpec
-from fastadl.engine.steps import frozen
 from fastadl.nn import SuperNet
-from fastadl.nn.supernet import level_sizes
+from fastadl.nn.search.supernet import level_sizes
+from fastadl.runtime.steps import frozen
 
 
 def _call(net: SuperNet, p: Piece, s: NetSpec) -> tuple[list[nn.Parameter], Callable]:

@@ -1,7 +1,7 @@
 """One search iteration as a list of pieces (stem, transitions, cell evaluations, heads, loss),
 each with how often it runs per forward and its convolutions: the cost model's structure.
 
-The structure follows the SuperNet (shared/AUTO_DEEPLAB.md §2, fastadl/nn/supernet.py): per
+The structure follows the SuperNet (docs/METHOD.md §2, fastadl/nn/search/supernet.py): per
 node (layer l, level s) one H^{l-2} reduction, per incoming path one H^{l-1} transition, and
 one call of the cell on all its paths (P cell evaluations). FLOPs are counted here
 analytically: 2 per multiply-add of every convolution, forward; backward, one more
@@ -9,7 +9,7 @@ convolution's worth for the input gradient where the input needs one and one for
 gradient (weight step only). In the α/β step the
 backward reaches a convolution only if its input depends on α or β: nothing before the first
 mixed edge (the stem, layer 1's transitions, the edges of H^{l-2} and H^{l-1} while those are
-still the stem's), which is also what autograd skips. tests/test_cost.py holds the total
+still the stem's), which is also what autograd skips. tests/diagnostics/test_cost.py holds the total
 against torch.utils.flop_counter on the reference backend.
 """
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastadl.cell_topology import num_edges
 from fastadl.diagnostics.workloads import NetSpec
-from fastadl.nn.supernet import STEM0_LEVEL, level_sizes
-from fastadl.ops.primitives import PRIMITIVES
-from fastadl.trellis import COARSER, FINER, SAME, incoming, levels_at
+from fastadl.nn.search.supernet import STEM0_LEVEL, level_sizes
+from fastadl.space.cell_topology import num_edges
+from fastadl.space.primitives import PRIMITIVES
+from fastadl.space.trellis import COARSER, FINER, SAME, incoming, levels_at
 
 # Layers from this one on repeat the same node configurations: layers l − 1 and l − 2 both hold
 # all four levels (layer 4 still reduces H^{l-2} from layer 2's level 2 for its level 3).

@@ -37,12 +37,12 @@ def triton_status(device: torch.device, quick: bool) -> tuple[bool, bool, str]:
     from triton import knobs
 
     if not knobs.runtime.interpret:
-        return False, False, "set TRITON_INTERPRET=1 before fastadl.kernels is imported"
+        return False, False, "set TRITON_INTERPRET=1 before fastadl.kernels.triton is imported"
     return True, True, ""
 
 
 def _smoke_row(device: torch.device) -> list[Row]:
-    from fastadl.ops.triton_check import smoke_check
+    from fastadl.ops.triton.check import smoke_check
 
     verdict = smoke_check(device)
     status = "PASS" if verdict.ok else "FAIL"
@@ -153,7 +153,7 @@ def print_timing(table, backends, reps) -> None:
 
 def triton_verdict_from(rows: list[Row]):
     """What the self-check's rows say about triton on this device (for ``auto``)."""
-    from fastadl.ops.triton_check import Verdict
+    from fastadl.ops.triton.check import Verdict
 
     bad = [r for r in rows if r.backend == "triton" and r.status == "FAIL"]
     if not bad:
@@ -164,8 +164,8 @@ def triton_verdict_from(rows: list[Row]):
 
 
 def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progress: bool) -> bool:
-    from fastadl.ops.mixed import auto_backend
-    from fastadl.ops.triton_check import record_verdict
+    from fastadl.ops.dispatch import auto_backend
+    from fastadl.ops.triton.check import record_verdict
 
     usable, interpreted, why = triton_status(device, quick)
     fast = ["fused"] + (["triton"] if usable else [])

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from fastadl.cell_topology import num_edges
 from fastadl.nn import MixedOp, SearchCell, SuperNet
-from fastadl.ops.primitives import PRIMITIVES
+from fastadl.space.cell_topology import num_edges
+from fastadl.space.primitives import PRIMITIVES
 
 
 @dataclass
@@ -148,10 +148,9 @@ def search_iteration(
     """A closure running one search iteration as the search loop does (fastadl/engine): an SGD
     step on the weights with one batch, then (``arch``) an Adam step on α and β with another."""
     from fastadl.diagnostics.timing import synchronize
-    from fastadl.engine.architect import Architect
-    from fastadl.engine.precision import Precision
-    from fastadl.engine.searcher import frozen
-    from fastadl.engine.steps import weight_step
+    from fastadl.runtime.precision import Precision
+    from fastadl.runtime.steps import frozen, weight_step
+    from fastadl.search.architect import Architect
 
     net = copy.deepcopy(net).train()  # the steps change the weights: leave the caller's alone
     gen = torch.Generator().manual_seed(0)

@@ -1,6 +1,6 @@
 """Reference (plain PyTorch) modules for the 8 search-time primitives: the ground truth.
 
-Definitions follow shared/AUTO_DEEPLAB.md §1 (DARTS conventions, BN ``affine=False`` during
+Definitions follow docs/METHOD.md §1 (DARTS conventions, BN ``affine=False`` during
 search). Auto-DeepLab's cells only use stride 1; DARTS-style reduction cells build their edges
 from the two cell inputs with ``stride=2``, with DARTS' semantics: strided pools, the first
 depthwise conv of sep/dil convs strided (a sep conv's second repetition keeps stride 1), and
@@ -92,7 +92,7 @@ class FactorizedReduce(nn.Module):
             # oneDNN's AVX2 backward of a 1×1 stride-2 conv on channels-last tensors of fewer
             # than 8 channels (brgconv_strided:avx2 in torch 2.13.0's oneDNN 3.12) writes past
             # the input gradient: heap corruption on AVX2-only CPUs, silent on AVX-512 ones.
-            # In NCHW oneDNN runs another primitive (tests/test_heap_checked.py).
+            # In NCHW oneDNN runs another primitive (tests/ops/test_heap_checked.py).
             x = x.contiguous()
         x = self.relu(x)
         H, W = x.shape[-2:]

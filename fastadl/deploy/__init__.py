@@ -1,0 +1,1 @@
+"""A trained network in use: inference, evaluation, prediction, export, the fixed-size rule."""

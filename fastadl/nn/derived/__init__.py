@@ -1,0 +1,1 @@
+"""The retrained (derived) network: AutoDeepLab built from a genotype, its cell, ops and decoder."""

@@ -1,0 +1,1 @@
+"""The search side's modules: MixedOp, SearchCell, the transitions, SearchASPP heads, SuperNet."""

@@ -1,0 +1,1 @@
+"""A run directory's contents: checkpoints, config.json, metrics.jsonl, telemetry.jsonl, plots."""

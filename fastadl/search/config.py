@@ -1,0 +1,119 @@
+"""Search configuration: a frozen dataclass, named presets, and CLI-style overrides.
+
+Numbers of the ``paper`` preset are docs/METHOD.md §3; ``tiny`` is sized to finish on a
+2-core laptop CPU in a few minutes on the synthetic data. The fields every loop has (data,
+schedule basics, run control) and their help texts are fastadl/runtime/config.py's ``LoopConfig``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from fastadl.runtime.config import (
+    TINY_DATA,
+    ConfigError,
+    LoopConfig,
+    option,
+    resolve_preset,
+)
+
+BACKENDS = ("auto", "reference", "fused", "triton")
+# The supernet's BatchNorm statistics during validation (fastadl/nn/batchnorm.py).
+VAL_BN_MODES = ("running", "batch")
+
+__all__ = ["BACKENDS", "PRESETS", "VAL_BN_MODES", "ConfigError", "SearchConfig", "resolve"]
+
+
+@dataclass(frozen=True)
+class SearchConfig(LoopConfig):
+    # search space (docs/METHOD.md §1-2)
+    layers: int = option(12, "trellis layers L", min=1)
+    filter_multiplier: int = option(8, "filter multiplier F (channels per block at /4)", min=1)
+    block_multiplier: int = option(5, "blocks per cell B", min=1)
+    backend: str = option("auto", "mixed-op implementation (auto: triton on CUDA, else fused)",
+                          choices=BACKENDS)  # fmt: skip
+    recompute: bool = option(False, "keep only cell inputs for backward and recompute the rest")
+    # schedule (§3)
+    arch_start_epoch: int = option(20, "α/β updates begin after this many epochs", min=0)
+    w_lr: float = option(0.025, "weight SGD learning rate at the start of the cosine", min=0)
+    w_lr_min: float = option(0.001, "weight SGD learning rate at the end of the cosine", min=0)
+    w_momentum: float = option(0.9, "weight SGD momentum", min=0)
+    w_weight_decay: float = option(3e-4, "weight SGD weight decay", min=0)
+    arch_lr: float = option(3e-3, "α/β Adam learning rate", min=0)
+    arch_beta1: float = option(0.9, "α/β Adam beta1", min=0)
+    arch_beta2: float = option(0.999, "α/β Adam beta2", min=0)
+    arch_weight_decay: float = option(1e-3, "α/β Adam weight decay", min=0)
+    # collapse guards from the literature, all off by default (docs/SEARCH_QUALITY.md)
+    max_skips: int = option(
+        -1, "decode at most N skip_connects per cell (-1 = no cap; P-DARTS: 2)", min=-1
+    )
+    arch_stop_skips: int = option(
+        0, "freeze α/β once the decoded cell holds N skip_connects (0 = off; DARTS+: 2)", min=0
+    )
+    arch_entropy_weight: float = option(
+        0.0, "add this × the mean normalised entropy of softmax(α) to the α/β loss", min=0
+    )
+    # validation (the paper is silent on the supernet's BatchNorm mode at validation)
+    val_bn: str = option(
+        "running",
+        "BatchNorm statistics of the per-epoch validation: the running averages (eval mode) or "
+        "each path's own batch statistics (running averages left untouched)",
+        choices=VAL_BN_MODES,
+    )
+
+    def check(self) -> None:
+        if self.arch_start_epoch > self.epochs:
+            raise ConfigError(
+                f"arch_start_epoch must be in 0..epochs ({self.epochs}), got {self.arch_start_epoch}"
+            )
+
+
+PRESETS: dict[str, SearchConfig] = {
+    # The paper's Cityscapes setting (§3): train_fine at half resolution (2048×1024 → 1024×512,
+    # validation too), random 321×321 crops, batch 2, F = 8. **Decision**: no random scale
+    # (scale_min = scale_max = 1): the paper names only the half-resolution images and the
+    # random crops, and a scale jitter would change the object sizes and the context per crop
+    # that the network-level search (β) decides on. The random horizontal flip stays (it
+    # changes neither).
+    # val_bn "batch" (**decision**; the paper does not say how it validates the supernet): a
+    # node's cell is shared by its 2-3 incoming paths, so its BN running averages mix 2-3
+    # different input distributions and normalise none of them; per-path batch statistics are
+    # what the weight and α/β steps compute with, so the curve measures the network the
+    # search optimises. On the tiny preset the two modes differ by up to 0.03 mIoU per epoch,
+    # with no fixed sign (docs/FIDELITY.md); tiny keeps "running", the field's default.
+    "paper": SearchConfig(
+        data="cityscapes",
+        resize_factor=0.5,
+        scale_min=1.0,
+        scale_max=1.0,
+        val_bn="batch",
+    ),
+    # A few CPU minutes on the synthetic scenes: a shallower, thinner trellis, same method.
+    "tiny": SearchConfig(
+        **TINY_DATA,
+        layers=4,
+        filter_multiplier=4,
+        block_multiplier=3,
+        epochs=6,
+        arch_start_epoch=2,
+        batch_size=8,
+        w_lr=0.05,
+        # 100 architecture steps instead of the paper's ~15,000 (§3: 20 epochs of 744): Adam
+        # moves a logit by at most lr per step, so the paper's 3e-3 leaves softmax(α) within
+        # 0.10-0.15 of uniform; 0.05 lets α and β move as far as their noisy gradients allow
+        # (docs/SEARCH_QUALITY.md: 0.03 and 0.1 measured beside it).
+        arch_lr=0.05,
+    ),
+}
+
+# What --help says of each preset, and the one used without --preset.
+PRESET_NOTES = {
+    "tiny": "a few CPU minutes on the synthetic scenes",
+    "paper": "the paper's Cityscapes setting (3 P100-days)",
+}
+DEFAULT_PRESET = "tiny"
+CONFIG = SearchConfig
+
+# The preset with overrides (field → value, None = keep) applied and validated.
+resolve = functools.partial(resolve_preset, PRESETS)

@@ -1,0 +1,294 @@
+"""The Auto-DeepLab search loop (docs/METHOD.md §3), readable top to bottom.
+
+One iteration: an SGD step on the weights w with a trainA batch, then (from
+``arch_start_epoch`` on) an Adam step on α and β with a trainB batch. Validation mIoU, the
+decoded genotype and plots follow every epoch. Steps, checkpoints, resume, signals and the
+progress bar are the shared loop's (loop.py).
+
+    python -m fastadl.search                                  # tiny preset, synthetic data
+    torchrun --nproc_per_node=2 -m fastadl.search --preset tiny --out runs/ddp
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fastadl.data import subset
+from fastadl.data.split import load_split, make_split, save_split
+from fastadl.nn import SuperNet
+from fastadl.nn.search.compile import compile_regions, compile_stats
+from fastadl.runtime import distributed as dist
+from fastadl.runtime.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
+from fastadl.runtime.loop import LoopResult, load_state_dicts, run_loop, state_dicts
+from fastadl.runtime.precision import Precision
+from fastadl.runtime.rundir.checkpoint import load_module_state
+from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
+from fastadl.runtime.validation import validation_scores
+from fastadl.search.arch_stats import (
+    alpha_entropy,
+    alpha_summary,
+    beta_summary,
+    op_histogram,
+    skip_count,
+)
+from fastadl.search.architect import Architect
+from fastadl.search.config import SearchConfig
+from fastadl.search.flat_sgd import search_weight_optimizer
+from fastadl.space.genotype import Genotype, decode_cell
+
+
+def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
+    """Cosine decay lr_max → lr_min over ``total`` steps: a pure function of the step."""
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def search_forward(model: SuperNet, cfg: SearchConfig) -> nn.Module:
+    """What the weight step calls: the model, DDP-wrapped under several processes. With
+    ``cfg.compile`` its repeated regions are compiled in place (fastadl/nn/search/compile.py), so the
+    α/β step, which calls the model itself, runs them too, and validation (eval mode, no_grad)
+    runs them eagerly. (The one place compilation is decided.)"""
+    if cfg.compile:
+        compile_regions(model)
+    forward: nn.Module = model
+    if dist.world_size() > 1:
+        # α/β are left out of DDP (requires_grad off while wrapping): the weight step never
+        # needs them and the architecture step averages their gradients itself.
+        with frozen(model.arch_parameters()):
+            forward = nn.parallel.DistributedDataParallel(model)
+    return forward
+
+
+class Search:
+    """The search as a loop task (loop.LoopTask): data halves, SuperNet, both optimizers."""
+
+    record_kind = "step"
+
+    def __init__(self, cfg: SearchConfig, run_dir: Path, device: torch.device, resume: bool):
+        self.cfg, self.run_dir, self.device = cfg, run_dir, device
+        torch.manual_seed(cfg.seed)  # same initial weights, α and β on every rank
+
+        # --- data: two disjoint halves of the training set, fixed by seed and saved with the run
+        train_set, self.val_set = build_datasets(cfg)
+        split_path = run_dir / "split.json"
+        if resume and split_path.is_file():
+            self.split = load_split(split_path, train_set.ids)
+        else:
+            self.split = make_split(train_set.ids, cfg.seed)
+            if dist.is_main_process():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                save_split(split_path, self.split)
+        self.items_a = SeededItems(subset(train_set, self.split["trainA"]), cfg.seed)
+        self.items_b = SeededItems(subset(train_set, self.split["trainB"]), cfg.seed + 1)
+        self.steps_per_epoch = min(
+            batches_per_epoch(len(self.items_a), cfg.batch_size),
+            batches_per_epoch(len(self.items_b), cfg.batch_size),
+        )
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"trainA/trainB hold {len(self.items_a)}/{len(self.items_b)} images: too few for "
+                f"batch_size {cfg.batch_size} on {dist.world_size()} process(es)"
+            )
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+        # --- model and optimizers
+        self.model = SuperNet(
+            train_set.num_classes,
+            layers=cfg.layers,
+            filter_multiplier=cfg.filter_multiplier,
+            block_multiplier=cfg.block_multiplier,
+            backend=cfg.backend,
+            recompute=cfg.recompute,
+        ).to(device)
+        self.precision = Precision(cfg.amp, device.type)
+        self.arch_params = self.model.arch_parameters()
+        # one flat buffer for the ~11k weight tensors: clipping, SGD and zeroing are a few
+        # calls instead of loops over every tensor, and the cells read their stacked weights
+        # from it without copies (fastadl/search/flat_sgd.py)
+        self.w_opt = search_weight_optimizer(
+            self.model,
+            dist.world_size() > 1,
+            lr=cfg.w_lr,
+            momentum=cfg.w_momentum,
+            weight_decay=cfg.w_weight_decay,
+        )
+        self.w_scaler = self.precision.make_scaler()
+        self.architect = Architect(
+            self.model,
+            self.arch_params,
+            cfg.arch_lr,
+            (cfg.arch_beta1, cfg.arch_beta2),
+            cfg.arch_weight_decay,
+            self.precision,
+            self.entropy_regularizer() if cfg.arch_entropy_weight else None,
+        )
+        # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
+        self.arch_frozen_at = 0
+        self.forward = search_forward(self.model, cfg)
+        self.compiled_graphs = compile_stats()[0]  # dynamo's count before the first step
+
+    def batches(self, epoch: int, start: int):
+        self.model.train()
+        pin, cfg = self.device.type == "cuda", self.cfg
+        loader_a = epoch_loader(self.items_a, cfg.batch_size, epoch, start, cfg.workers, pin)
+        loader_b = epoch_loader(self.items_b, cfg.batch_size, epoch, start, cfg.workers, pin)
+        # read by train_step in this epoch
+        self.search_arch = epoch >= cfg.arch_start_epoch and not self.arch_frozen_at
+        return zip(loader_a, loader_b, strict=False)
+
+    def train_step(self, batch, step: int) -> dict:
+        (xa, ya), (xb, yb) = batch
+        cfg = self.cfg
+        xa, ya = xa.to(self.device, non_blocking=True), ya.to(self.device, non_blocking=True)
+        lr = cosine_lr(step, self.total_steps, cfg.w_lr, cfg.w_lr_min)
+        for g in self.w_opt.param_groups:
+            g["lr"] = lr
+
+        # weight step on trainA: gradients for w only
+        with frozen(self.arch_params):
+            loss = weight_step(
+                self.forward,
+                xa,
+                ya,
+                self.w_opt,
+                self.w_scaler,
+                self.precision,
+                stepped_parameters(self.w_opt),
+                step + 1,
+                cfg.accumulate,
+                cfg.grad_clip,
+            )
+        fields = {"loss": loss, "lr": lr}
+
+        # architecture step on trainB: gradients for α and β only
+        if self.search_arch:
+            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+            fields["arch_loss"] = self.architect.step(xb, yb, step + 1, cfg.accumulate)
+        if cfg.compile:
+            fields.update(self.compile_report(step + 1))
+        return {**fields, "images": xa.shape[0]}
+
+    def compile_report(self, step: int) -> dict:
+        """After a step that compiled new graphs: a "compile: N graphs, X s" line and the
+        metrics fields compile_graphs / compile_s (totals so far in this process: compile time
+        is not in the step's images_per_s alone). Nothing after other steps."""
+        graphs, seconds = compile_stats()
+        if graphs == self.compiled_graphs:
+            return {}
+        self.compiled_graphs, seconds = graphs, round(seconds, 2)
+        if dist.is_main_process():
+            tqdm.write(f"compile: {graphs} graphs, {seconds:.1f} s (by step {step})")
+        return {"compile_graphs": graphs, "compile_s": seconds}
+
+    def entropy_regularizer(self):
+        """Collapse guard arch_entropy_weight: λ · mean normalised entropy of softmax(α),
+        minimised with the architecture loss (pushes each edge towards one op, shrinking the
+        gap between the mixed supernet and the decoded cell)."""
+        weight, alphas = self.cfg.arch_entropy_weight, self.model.alphas
+        return lambda: weight * alpha_entropy(alphas)
+
+    def decode(self, genotype: Genotype | None = None) -> Genotype:
+        """``genotype`` (default: the model's current one) with the max_skips cap when it is on."""
+        genotype = genotype or self.model.genotype()
+        if self.cfg.max_skips < 0:
+            return genotype
+        cell = decode_cell(self.model.alphas, self.model.primitives, self.cfg.max_skips)
+        return dataclasses.replace(genotype, cell=cell)
+
+    def validate(self, epoch: int) -> dict:
+        cfg, model = self.cfg, self.model
+        # val_bn "batch": every cell evaluation normalises with its own path's batch statistics
+        # (as in the training and architecture steps) instead of one running average that the
+        # 2-3 paths into a node share (config.py's paper preset says which one and why).
+        batch_stats = cfg.val_bn == "batch"
+        miou, acc = validation_scores(
+            model, self.val_set, cfg, self.device, self.precision, batch_stats
+        )
+        raw = model.genotype()  # before any max_skips cap
+        self.genotype = self.decode(raw)
+        # How far the architecture has moved (README, plots/alpha_history.png).
+        with torch.no_grad():
+            arch = {**alpha_summary(model.alphas), **beta_summary(model.normalized_betas())}
+        raw_skips = skip_count(raw.cell)
+        ops = op_histogram(self.genotype.cell, model.alphas, model.primitives)
+        arch.update(skip_count=raw_skips, op_shares=ops)
+        # Collapse guard arch_stop_skips (DARTS+' early stop): once α has been trained and the
+        # cell it decodes to holds that many skips, α and β stay where they are for the rest
+        # of the search (**decision**: the weights keep training to the end of the schedule, so
+        # the run, its checkpoints and resume stay those of a normal search).
+        stop = cfg.arch_stop_skips and epoch > cfg.arch_start_epoch and not self.arch_frozen_at
+        if stop and raw_skips >= cfg.arch_stop_skips:
+            self.arch_frozen_at = epoch
+        if self.arch_frozen_at:
+            arch["arch_frozen_at"] = self.arch_frozen_at
+        record = {"val_miou": miou, "val_pixel_acc": acc, "genotype": self.genotype.to_dict()}
+        return {**record, **arch}
+
+    def report(self, epoch: int, record: dict, metrics_path: Path) -> str:
+        self.genotype.save(self.run_dir / "genotype.json")
+        save_plots(self.run_dir, self.model, self.genotype.path, metrics_path)
+        frozen_note = (
+            f", α/β frozen after epoch {self.arch_frozen_at}" if self.arch_frozen_at else ""
+        )
+        return (
+            f"path {list(self.genotype.path)}, max softmax(α) {record['alpha_max_mean']:.3f}, "
+            f"α/β entropy {record['alpha_entropy']:.3f}/{record['beta_entropy']:.3f}, "
+            f"{record['skip_count']} skips{frozen_note}"
+        )
+
+    def optimizer_states(self) -> dict:
+        return {"w_opt": self.w_opt, "w_scaler": self.w_scaler, "architect": self.architect}
+
+    def state_dict(self) -> dict:
+        model = self.model.state_dict()
+        optimizers = state_dicts(**self.optimizer_states())
+        return {
+            "model": model,
+            **optimizers,
+            "split": self.split,
+            "arch_frozen_at": self.arch_frozen_at,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        load_module_state(self.model, state["model"], "model")
+        load_state_dicts(state, **self.optimizer_states())
+        self.arch_frozen_at = int(state.get("arch_frozen_at", 0))  # absent before the guard
+
+
+def run_search(
+    cfg: SearchConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> LoopResult:
+    """Run (or continue) a search into ``run_dir``; returns where it stopped.
+
+    resume: continue from the run directory's latest checkpoint (from the start when it has
+    none yet). Raises Preempted (after a checkpoint) on SIGTERM / SIGINT.
+    """
+    run_dir = Path(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = dist.init_distributed(dist.resolve_device(cfg.device))
+    task = Search(cfg, run_dir, device, resume)
+    return run_loop(task, cfg, run_dir, resume=resume, progress=progress)
+
+
+def save_plots(run_dir: Path, model: SuperNet, path: tuple[int, ...], metrics_path: Path) -> None:
+    """β trellis with the decoded path, α per edge (now and over the epochs), loss/mIoU curves
+    → run_dir/plots/*.png."""
+    from fastadl.runtime.rundir.metrics_log import read
+    from fastadl.runtime.rundir.plots import plot_curves
+    from fastadl.search.plots import plot_alpha_history, plot_alphas, plot_betas
+
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    with torch.no_grad():
+        nb = model.normalized_betas().cpu()
+        plot_betas(nb, path, plots / "betas.png")
+        plot_alphas(model.alphas.detach().cpu(), model.primitives, plots / "alphas.png")
+    records = read(metrics_path)
+    plot_curves(records, plots / "curves.png")
+    plot_alpha_history(records, model.primitives, plots / "alpha_history.png")

@@ -1,0 +1,1 @@
+"""Retraining a genotype's network (``python -m fastadl.train``; cli.py): config and trainer."""
