@@ -13,6 +13,8 @@ import fastadl.cpu_kernels as cpu_kernels
 from fastadl.cpu_kernels import accepts
 from fastadl.ops.dw_native import dw_conv, dw_weight_grad
 
+pytestmark = pytest.mark.numerics  # float32 sums against ATen's (scripts/test_avx2.sh)
+
 CL = torch.channels_last
 SHAPES = [  # B, Cx, R (repeats), H, W, kh, kw, dilation
     (3, 5, 1, 7, 6, 3, 3, 1),

@@ -20,7 +20,7 @@ from fastadl.engine.flat_sgd import search_weight_optimizer
 from fastadl.engine.precision import Precision
 from fastadl.engine.steps import frozen, stepped_parameters, weight_step
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.numerics, pytest.mark.usefixtures("one_thread")]
 
 STEPS, SIZE, CLASSES = 20, 45, 5
 
