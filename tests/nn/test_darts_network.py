@@ -29,7 +29,7 @@ from darts_search import (  # noqa: E402
 
 from fastadl import MixedOp, convert_mixed_ops  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.numerics, pytest.mark.usefixtures("one_thread")]
 
 
 def test_network_has_darts_structure():

@@ -324,6 +324,7 @@ def test_fused_mixed_op_under_torch_compile():
         torch.testing.assert_close(a, b, **TOL)
 
 
+@pytest.mark.numerics
 def test_triton_small_cell_and_supernet_match_reference():
     """The triton backend through a cell and the trellis, at sizes the interpreter can afford."""
     if triton_skip_reason(False):

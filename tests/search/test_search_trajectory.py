@@ -20,7 +20,7 @@ from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
 from fastadl.search.architect import Architect
 from fastadl.search.flat_sgd import search_weight_optimizer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.numerics, pytest.mark.usefixtures("one_thread")]
 
 STEPS, SIZE, CLASSES = 20, 45, 5
 

@@ -9,6 +9,13 @@ cores, the sources compiled in parallel) into ``cache_root()/cpu_kernels/<digest
 
 ``library()`` is None, and the callers keep their ATen path, when ``FASTADL_CPU_KERNELS=0``
 is set or no compiler is found or the build fails (then a warning says why, once).
+
+``FASTADL_CPU_ISA`` picks the instruction set the library is compiled for: ``native`` (the
+default: ``-march=native``, the build machine's widest vectors) or ``avx2`` (``-march=x86-64-v3``:
+AVX2 and FMA, no AVX-512), which on an AVX-512 machine builds the code an AVX2-only CPU (an AMD
+EPYC before Zen 4) runs. With ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2`` for torch's own kernels it makes every CPU code path the AVX2
+one (scripts/test_avx2.sh). ``vector_floats()`` says what the loaded library was built for.
 """
 
 from __future__ import annotations
@@ -28,11 +35,23 @@ import torch
 
 from fastadl.cache import cache_root
 
-SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp", "group.cpp", "parallel.cpp")
+SOURCES = ("dwconv.cpp", "bn_rows.cpp", "pointwise.cpp", "pools.cpp", "group.cpp", "parallel.cpp",
+           "isa.cpp")  # fmt: skip
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")  # -shared: the link
 # Tuned to the machine it builds on; the digest includes the CPU, so a cache shared between
-# different machines gets one library per CPU.
-NATIVE_FLAGS = ("-march=native",)
+# different machines gets one library per CPU. FASTADL_CPU_ISA (module docstring) picks
+# another target; the digest includes the flags, so each choice is its own library.
+ISA_FLAGS = {"native": ("-march=native",), "avx2": ("-march=x86-64-v3",)}
+
+
+def isa_flags() -> tuple[str, ...]:
+    """The target flags FASTADL_CPU_ISA asks for (``native`` when unset)."""
+    isa = os.environ.get("FASTADL_CPU_ISA", "native").strip().lower() or "native"
+    if isa not in ISA_FLAGS:
+        raise ValueError(f"FASTADL_CPU_ISA={isa!r}: expected one of {', '.join(ISA_FLAGS)}")
+    return ISA_FLAGS[isa]
+
+
 # The large calls split their work between torch's OpenMP threads (parallel.h: libgomp.so.1 is
 # linked by soname, so in a torch process the kernels share torch's thread pool); a compiler
 # without OpenMP builds them single-threaded.
@@ -101,7 +120,8 @@ def _build(cxx: str, out: Path) -> str | None:
     # never load a half-written library
     with tempfile.TemporaryDirectory(dir=out.parent) as tmpdir:
         err = None
-        for flags in (FLAGS + OPENMP_FLAGS + NATIVE_FLAGS, FLAGS + NATIVE_FLAGS, FLAGS):
+        target = isa_flags()
+        for flags in (FLAGS + OPENMP_FLAGS + target, FLAGS + target, FLAGS):
             err = _compile(cxx, flags, tmpdir)
             if err is None:
                 os.replace(os.path.join(tmpdir, "lib.so"), out)
@@ -112,6 +132,7 @@ def _build(cxx: str, out: Path) -> str | None:
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fastadl_parallel_threads.argtypes, lib.fastadl_parallel_threads.restype = [], ctypes.c_int
     lib.fastadl_parallel_min_work.argtypes, lib.fastadl_parallel_min_work.restype = [], _I
+    lib.fastadl_vector_floats.argtypes, lib.fastadl_vector_floats.restype = [], ctypes.c_int
     for pattern, argtypes in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             fn = getattr(lib, pattern.format(suffix))
@@ -130,7 +151,7 @@ def library() -> ctypes.CDLL | None:
                       "for its depthwise convs", stacklevel=2)  # fmt: skip
         return None
     digest = hashlib.sha256()
-    for part in (*SOURCES, cxx, *FLAGS, *OPENMP_FLAGS, *NATIVE_FLAGS, _cpu_signature()):
+    for part in (*SOURCES, cxx, *FLAGS, *OPENMP_FLAGS, *isa_flags(), _cpu_signature()):
         digest.update(part.encode())
     for s in SOURCES + HEADERS:
         digest.update((Path(__file__).parent / s).read_bytes())
@@ -169,6 +190,13 @@ def parallel_min_work() -> int:
     """Elements a call must touch before its work is split between threads (parallel.h)."""
     lib = library()
     return 0 if lib is None else lib.fastadl_parallel_min_work()
+
+
+def vector_floats() -> int:
+    """Floats in the widest vector register the library was compiled to use (16 with AVX-512,
+    8 with AVX2, 4 with SSE or NEON, 1 for none); 0 when not built."""
+    lib = library()
+    return 0 if lib is None else lib.fastadl_vector_floats()
 
 
 def accepts(t) -> bool:

@@ -121,8 +121,9 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
   const Layout G = layout(gs), X = layout(xs), Z = layout(zs);
   const Layout M = mask ? layout(ms) : Layout{0, 0, 0, 0};
   const int64_t nw = E * C / Cw;  // weights per row
-  if (gsum)
-    for (int64_t i = 0; i < n * nw; ++i) gsum[i] = 0;
+  // gsum's sums over (p, c) in double, as the statistics are; two threads never add into one
+  // entry (below), so each entry's order is the thread-count-independent p, then c
+  std::vector<double> gacc(gsum ? n * nw : 0, 0.0);
   // a gsum entry is one (r, e)'s alone when Cw divides C; otherwise stay on one thread
   const int64_t work = C % Cw == 0 ? P * Q * n * E * C * 2 : 0;
   fastadl::parallel_ranges(n * E, work, [&](int64_t k0, int64_t k1) {
@@ -160,7 +161,7 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
           a[i] = (w ? w[r * ws[0] + j * ws[1]] : T(1)) * iv[c];  // gz = a (g' - m) - b xhat
           b[i] = static_cast<T>(a[i] * (sx[i] / Q));
           mg[i] = static_cast<T>(sg[i] / Q);
-          if (gsum) gsum[r * nw + j] += static_cast<T>(sx[i]);
+          if (gsum) gacc[r * nw + j] += sx[i];
         }
       }
       for (int64_t q = 0; q < Q; ++q)
@@ -181,6 +182,7 @@ void bn_backward(const T* g, const int64_t* gs, const T* mask, const int64_t* ms
         }
     }
   });
+  for (int64_t i = 0; i < static_cast<int64_t>(gacc.size()); ++i) gsum[i] = static_cast<T>(gacc[i]);
 }
 
 // The pool/skip rows' mixing backward: for rows x (n, M, C) contiguous shared by the E edges

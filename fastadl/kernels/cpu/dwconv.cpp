@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "parallel.h"
@@ -198,22 +199,46 @@ void conv(const T* x, const T* w, const int64_t* ws, T* out, const Geometry& q, 
 // ---- weight gradient ----------------------------------------------------------------------------
 // gw[c, i, j] = sum_{b,h,w} x[b, h+i*d-ph, w+j*d-pw, c % Cx] * g[b, h, w, c]
 // For K x K kernels, K <= 5: per tile of NV channel vectors all K*K*NV sums stay in registers
-// over every pixel (each loaded g vector serves all the taps; x is the padded tile, so the
-// column taps need no checks), and go to gw once, transposed on the way. Other kernels (not
-// used by the search; kept general): one tap at a time over the pixels where it is on the map.
+// over blocks of kSumBlock pixels (each loaded g vector serves all the taps; x is the padded
+// tile, so the column taps need no checks); each block's sums are added into double totals,
+// which go to gw once, transposed on the way. Other kernels (not used by the search; kept
+// general): one tap at a time over the pixels where it is on the map, blocked the same way.
+//
+// Why blocks: a float sum of n products accumulated one after another errs by up to
+// (n - 1)·u·sum|terms| (u = 2^-24; about sqrt(n)·u·sum|terms| for random rounding), and n is
+// B·H·W, thousands of pixels on a search's finer maps: ATen's and oneDNN's sums, split between
+// more partial sums, came out 3-8x closer to float64 (issue 23). Float sums over blocks of at
+// most b pixels, added into double, err by at most about (b - 1)·u + (n/b)·2^-53 relative to
+// sum|terms| (plus the final rounding to float), below b·u for any n up to b·2^29: the fast
+// float FMA chains in registers stay, and the error no longer grows with the map, the batch or
+// the number of paths. (It never depended on the vector width: each lane is one channel's
+// sum; the width only decides how many channels a register holds.)
+constexpr int64_t kSumBlock = 64;
+
+// The double vector of V's lanes (a double for a scalar V), and V widened to it.
+template <typename V, typename T>
+using Wide = typename VecOf<double, sizeof(V) / sizeof(T) * sizeof(double)>::type;
+
+template <typename D, typename V>
+inline D widen(const V& v) {
+  if constexpr (std::is_arithmetic_v<V>)
+    return static_cast<D>(v);
+  else
+    return __builtin_convertvector(v, D);
+}
 
 // gw[(c[n] + l) * kk + t] = s[t][n][l] for the channels from own[n] on: a tile's sums written
 // transposed. An overlapping last vector leaves the channels it shares with the vector before
 // it to that one (the same sums), so no two tiles write one weight: tiles run on any thread.
-template <typename V, int NV, typename T>
-inline void store_taps(T* gw, const int64_t* c, const int64_t* own, const V* s, int64_t kk,
+template <typename V, int NV, typename T, typename D>
+inline void store_taps(T* gw, const int64_t* c, const int64_t* own, const D* s, int64_t kk,
                        int64_t t) {
   constexpr int L = sizeof(V) / sizeof(T);
   for (int n = 0; n < NV; ++n) {
-    T lanes[L];
+    double lanes[L];
     store(lanes, s[n]);
     for (int64_t l = std::max<int64_t>(0, own[n] - c[n]); l < L; ++l)
-      gw[(c[n] + l) * kk + t] = lanes[l];
+      gw[(c[n] + l) * kk + t] = static_cast<T>(lanes[l]);
   }
 }
 
@@ -222,30 +247,43 @@ void wgrad_tile(const T* x, const T* g, T* gw, const int64_t* c, const int64_t* 
                 const Geometry& q, std::vector<T>& buf) {
   constexpr int64_t L = sizeof(V) / sizeof(T), S = NV * L;
   const int64_t Wp = q.W + 2 * q.pw;
+  using D = Wide<V, T>;
   const T* tile = padded_tile<V, NV>(x, c, q, buf);
-  V s[K * K][NV] = {};
+  V s[K * K][NV] = {};  // this block's sums (registers)
+  D tot[K * K][NV] = {};
+  const auto flush = [&] {
+    for (int t = 0; t < K * K; ++t)
+      for (int n = 0; n < NV; ++n) tot[t][n] += widen<D>(s[t][n]), s[t][n] = V{};
+  };
+  int64_t pending = 0;  // pixels in s
   for (int64_t b = 0; b < q.B; ++b)
     for (int64_t h = 0; h < q.H; ++h) {
       int64_t i0, i1;
       row_taps(h, K, q, i0, i1);
       const T* x0 = tile + ((b * q.H + h - q.ph) * Wp) * S;
       const T* gr = g + (b * q.H + h) * q.W * q.G;
-      for (int64_t v = 0; v < q.W; ++v) {
-        V gv[NV];
-        for (int n = 0; n < NV; ++n) gv[n] = load<V>(gr + v * q.G + c[n]);
-        // fully unrolled, so that every s[t] is a register (a loop GCC keeps indexes memory)
+      for (int64_t v0 = 0; v0 < q.W;) {  // the row in pieces that end at block boundaries
+        const int64_t v1 = std::min(q.W, v0 + kSumBlock - pending);
+        for (int64_t v = v0; v < v1; ++v) {
+          V gv[NV];
+          for (int n = 0; n < NV; ++n) gv[n] = load<V>(gr + v * q.G + c[n]);
+          // fully unrolled, so that every s[t] is a register (a loop GCC keeps indexes memory)
 #pragma GCC unroll 5
-        for (int i = 0; i < K; ++i) {
-          if (i < i0 || i >= i1) continue;
-          const T* xi = x0 + (i * q.d * Wp + v) * S;
+          for (int i = 0; i < K; ++i) {
+            if (i < i0 || i >= i1) continue;
+            const T* xi = x0 + (i * q.d * Wp + v) * S;
 #pragma GCC unroll 5
-          for (int j = 0; j < K; ++j)
-            for (int n = 0; n < NV; ++n)
-              s[i * K + j][n] += load<V>(xi + j * q.d * S + n * L) * gv[n];
+            for (int j = 0; j < K; ++j)
+              for (int n = 0; n < NV; ++n)
+                s[i * K + j][n] += load<V>(xi + j * q.d * S + n * L) * gv[n];
+          }
         }
+        pending += v1 - v0, v0 = v1;
+        if (pending == kSumBlock) flush(), pending = 0;
       }
     }
-  for (int t = 0; t < K * K; ++t) store_taps<V, NV>(gw, c, own, s[t], K * K, t);
+  flush();
+  for (int t = 0; t < K * K; ++t) store_taps<V, NV>(gw, c, own, tot[t], K * K, t);
 }
 
 template <typename V, typename T>
@@ -257,12 +295,17 @@ void wgrad_any(const T* x, const T* g, T* gw, const int64_t* c, const int64_t* o
       const int64_t h0 = std::max<int64_t>(0, -oh), h1 = std::min(q.H, q.H - oh);
       const int64_t v0 = std::max<int64_t>(0, -ow), v1 = std::min(q.W, q.W - ow);
       V s = {};
+      Wide<V, T> tot = {};
+      int64_t pending = 0;  // pixels in s (blocks of kSumBlock, as in wgrad_tile)
       for (int64_t b = 0; b < q.B; ++b)
         for (int64_t h = h0; h < h1; ++h)
-          for (int64_t v = v0; v < v1; ++v)
+          for (int64_t v = v0; v < v1; ++v) {
             s += load<V>(x + (((b * q.H + h + oh) * q.W + v + ow) * q.Cx) + c[0]) *
                  load<V>(g + ((b * q.H + h) * q.W + v) * q.G + c[0]);
-      store_taps<V, 1>(gw, c, own, &s, q.kh * q.kw, i * q.kw + j);
+            if (++pending == kSumBlock) tot += widen<Wide<V, T>>(s), s = V{}, pending = 0;
+          }
+      tot += widen<Wide<V, T>>(s);
+      store_taps<V, 1>(gw, c, own, &tot, q.kh * q.kw, i * q.kw + j);
     }
 }
 

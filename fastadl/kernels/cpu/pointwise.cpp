@@ -154,42 +154,63 @@ void pointwise(const T* d, T* out, const T* w, const int64_t* ws, int64_t M, int
 
 // The weight gradient: gw[r, e, o, i] = sum_m g[m, r, e, o] d[m, r, e, i], gw (R, E, C, C)
 // contiguous; g and d rows as in pointwise. Eight output rows o at a time are held in
-// accumulators (N = C known at compile time) while every position streams through.
+// accumulators (N = C known at compile time) while the positions stream through in blocks of
+// kSumBlock, each block's sums added into double totals: a float chain over all M positions
+// (P·N·H·W, thousands) erred up to M·u relative to the sum of |terms|; blocked, the error is
+// below kSumBlock·u for any M (dwconv.cpp's weight gradient has the derivation), whatever the
+// vector width.
+constexpr int64_t kSumBlock = 64;
+
 template <typename T, int N>
 void wgrad_fixed(const T* g, const T* d, T* gw, int64_t M, int64_t sm, int64_t off) {
   for (int o0 = 0; o0 < N; o0 += 8) {
-    T acc[8][N] = {};
-    for (int64_t m = 0; m < M; ++m) {
-      const T* gr = g + m * sm + off + o0;
-      const T* dr = d + m * sm + off;
-      for (int o = 0; o < 8; ++o) {
-        const T go = gr[o];
-        for (int i = 0; i < N; ++i) acc[o][i] += go * dr[i];
+    double tot[8][N] = {};
+    for (int64_t m0 = 0; m0 < M; m0 += kSumBlock) {
+      T acc[8][N] = {};
+      for (int64_t m = m0; m < std::min(M, m0 + kSumBlock); ++m) {
+        const T* gr = g + m * sm + off + o0;
+        const T* dr = d + m * sm + off;
+        for (int o = 0; o < 8; ++o) {
+          const T go = gr[o];
+          for (int i = 0; i < N; ++i) acc[o][i] += go * dr[i];
+        }
       }
+      for (int o = 0; o < 8; ++o)
+        for (int i = 0; i < N; ++i) tot[o][i] += acc[o][i];
     }
     for (int o = 0; o < 8; ++o)
-      for (int i = 0; i < N; ++i) gw[(o0 + o) * N + i] = acc[o][i];
+      for (int i = 0; i < N; ++i) gw[(o0 + o) * N + i] = static_cast<T>(tot[o][i]);
   }
 }
 
 // float: the same with vector accumulators (acc[o][v] covers inputs 8v..8v+7).
+typedef double v8d __attribute__((vector_size(64)));
+
 template <int N>
 void wgrad_f(const float* g, const float* d, float* gw, int64_t M, int64_t sm, int64_t off) {
   constexpr int NV = N / 8;
   for (int o0 = 0; o0 < N; o0 += 8) {
-    v8f acc[8][NV] = {};
-    for (int64_t m = 0; m < M; ++m) {
-      const float* gr = g + m * sm + off + o0;
-      const float* dr = d + m * sm + off;
-      v8f dv[NV];
-      for (int v = 0; v < NV; ++v) dv[v] = load8(dr + 8 * v);
-      for (int o = 0; o < 8; ++o) {
-        const float go = gr[o];
-        for (int v = 0; v < NV; ++v) acc[o][v] += go * dv[v];
+    v8d tot[8][NV] = {};
+    for (int64_t m0 = 0; m0 < M; m0 += kSumBlock) {
+      v8f acc[8][NV] = {};
+      for (int64_t m = m0; m < std::min(M, m0 + kSumBlock); ++m) {
+        const float* gr = g + m * sm + off + o0;
+        const float* dr = d + m * sm + off;
+        v8f dv[NV];
+        for (int v = 0; v < NV; ++v) dv[v] = load8(dr + 8 * v);
+        for (int o = 0; o < 8; ++o) {
+          const float go = gr[o];
+          for (int v = 0; v < NV; ++v) acc[o][v] += go * dv[v];
+        }
       }
+      for (int o = 0; o < 8; ++o)
+        for (int v = 0; v < NV; ++v) tot[o][v] += __builtin_convertvector(acc[o][v], v8d);
     }
     for (int o = 0; o < 8; ++o)
-      for (int v = 0; v < NV; ++v) std::memcpy(gw + (o0 + o) * N + 8 * v, &acc[o][v], 32);
+      for (int v = 0; v < NV; ++v) {
+        const v8f sum = __builtin_convertvector(tot[o][v], v8f);
+        std::memcpy(gw + (o0 + o) * N + 8 * v, &sum, 32);
+      }
   }
 }
 
@@ -222,12 +243,14 @@ void pointwise_wgrad(const T* g, const T* d, T* gw, int64_t M, int64_t sm, int64
         case 8: wgrad_fixed<T, 8>(g, d, out, M, sm, off); break;
         case 16: wgrad_fixed<T, 16>(g, d, out, M, sm, off); break;
         case 32: wgrad_fixed<T, 32>(g, d, out, M, sm, off); break;
-        default:
-          for (int64_t j = 0; j < C * C; ++j) out[j] = 0;
+        default: {  // other channel counts (not the search's): double sums
+          std::vector<double> acc(C * C, 0.0);
           for (int64_t m = 0; m < M; ++m)
             for (int64_t o = 0; o < C; ++o)
               for (int64_t i = 0; i < C; ++i)
-                out[o * C + i] += g[m * sm + off + o] * d[m * sm + off + i];
+                acc[o * C + i] += static_cast<double>(g[m * sm + off + o]) * d[m * sm + off + i];
+          for (int64_t j = 0; j < C * C; ++j) out[j] = static_cast<T>(acc[j]);
+        }
       }
     }
   });

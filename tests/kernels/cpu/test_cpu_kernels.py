@@ -14,6 +14,8 @@ from fastadl.kernels.cpu import accepts
 from fastadl.ops.cell.cpu.dwconv import dw_conv
 from fastadl.ops.cell.cpu.dwconv import dw_weight_grad_cpp as dw_weight_grad
 
+pytestmark = pytest.mark.numerics  # float32 sums against ATen's (scripts/test_avx2.sh)
+
 CL = torch.channels_last
 SHAPES = [  # B, Cx, R (repeats), H, W, kh, kw, dilation
     (3, 5, 1, 7, 6, 3, 3, 1),
@@ -102,6 +104,37 @@ def test_built_once_into_the_cache(monkeypatch, tmp_path):
     stamp = built.stat().st_mtime_ns
     assert _fresh_library(monkeypatch, tmp_path) is not None
     assert built.stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {w for line in f if line.startswith("flags") for w in line.split()}
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif("avx2" not in _cpu_flags(), reason="not an x86 CPU with AVX2")
+def test_isa_switch_builds_avx2_code(monkeypatch):
+    """FASTADL_CPU_ISA=avx2 builds its own library (in the user's cache: the AVX2 test run
+    builds it anyway) of 8-float vectors, where the native build of an AVX-512 machine uses 16
+    (scripts/test_avx2.sh runs the numerics tests that way)."""
+    monkeypatch.delenv("FASTADL_CPU_ISA", raising=False)
+    cpu_kernels.library.cache_clear()
+    native = cpu_kernels.library()
+    monkeypatch.setenv("FASTADL_CPU_ISA", "avx2")
+    cpu_kernels.library.cache_clear()
+    try:
+        forced = cpu_kernels.library()
+    finally:
+        monkeypatch.undo()
+        cpu_kernels.library.cache_clear()
+    assert native.fastadl_vector_floats() == (16 if "avx512f" in _cpu_flags() else 8)
+    assert forced.fastadl_vector_floats() == 8
+    assert forced._name != native._name  # each target is its own library in the cache
+    monkeypatch.setenv("FASTADL_CPU_ISA", "avx3000")
+    with pytest.raises(ValueError, match="FASTADL_CPU_ISA='avx3000'"):
+        cpu_kernels.isa_flags()
 
 
 def test_fake_tensors_are_not_taken():

@@ -63,6 +63,7 @@ def assert_same(got, want, what: str = "", tol: float = 1e-7) -> None:
         )
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("cpu_kernels", ["C++ kernels", "ATen only"])
 @pytest.mark.parametrize("B", [3, 5])
 def test_supernet_is_the_reference_function_in_float64(B, cpu_kernels, monkeypatch):
@@ -80,6 +81,7 @@ def test_supernet_is_the_reference_function_in_float64(B, cpu_kernels, monkeypat
     assert_same(outputs_and_grads(fast, x), outputs_and_grads(ref, x), "eval")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("B", [3, 5])
 def test_supernet_float32_is_as_close_to_float64_as_the_float32_reference(B):
     ref64 = trellis(B)

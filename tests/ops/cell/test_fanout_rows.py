@@ -10,6 +10,8 @@ import torch
 from fastadl.kernels.cpu import accepts
 from fastadl.ops.cell.cpu import rows as fr
 
+pytestmark = pytest.mark.numerics  # float32 sums against ATen's (scripts/test_avx2.sh)
+
 
 @pytest.fixture(autouse=True)
 def _need_kernels():
