@@ -16,7 +16,7 @@ from torch.utils.data.distributed import DistributedSampler
 from fastadl.data import build_dataset
 from fastadl.data.transforms import PreResize, pad_collate
 from fastadl.runtime.distributed import rank, world_size
-from fastadl.runtime.preemption import detach_from_stop_signals
+from fastadl.runtime.preemption import detach_from_stop_signals, stop_signals_blocked
 
 
 class SeededItems(Dataset):
@@ -73,12 +73,21 @@ def batches_per_epoch(dataset_len: int, batch_size: int) -> int:
     return (dataset_len // world_size()) // batch_size
 
 
+class DetachedLoader(DataLoader):
+    """A DataLoader whose workers leave the process group (detach_from_stop_signals) without a
+    window in which a group signal kills them: they are forked with the stop signals blocked."""
+
+    def __iter__(self):
+        with stop_signals_blocked():
+            return super().__iter__()
+
+
 def epoch_loader(
     items: SeededItems, batch_size: int, epoch: int, start: int, workers: int, pin: bool
 ) -> DataLoader:
     """Loader over one epoch of ``items`` from batch ``start`` on."""
     sampler = EpochBatches(len(items), batch_size, items.seed, epoch, start)
-    return DataLoader(
+    return DetachedLoader(
         items,
         batch_sampler=sampler,
         num_workers=workers,
@@ -93,7 +102,7 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, limit: int = 0)
     n = len(dataset) if limit <= 0 else min(limit, len(dataset))
     indices = list(range(rank(), n, world_size()))
     subset = torch.utils.data.Subset(dataset, indices)
-    return DataLoader(
+    return DetachedLoader(
         subset,
         batch_size=batch_size,
         num_workers=workers,

@@ -8,6 +8,7 @@ the same step, and rank 0's checkpoint holds a state every rank reached.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -38,9 +39,35 @@ def detach_from_stop_signals(_worker_id: int = 0) -> None:
     Detached, a worker still ends the normal ways: the main process stops it (its own
     SIGTERM), or it sees the main process gone (PyTorch's worker watchdog). Ignoring the
     signals instead would hang the main process's exit, which terminates workers by SIGTERM.
+
+    A group signal sent between the fork and this call would still kill the worker, so workers
+    are started with the stop signals blocked (``stop_signals_blocked``): here, once out of the
+    group, a pending one is discarded (setting a signal to SIG_IGN drops it) and they are
+    unblocked.
     """
     if hasattr(os, "setpgid"):  # POSIX; elsewhere there are no process-group signals to dodge
         os.setpgid(0, 0)
+        # SIG_DFL afterwards, not what getsignal() reports: a worker reports the parent's
+        # Python handler yet dies of SIGTERM, and the main process's shutdown relies on that
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """SIGTERM and SIGINT held back while the block runs (where POSIX masks exist); the
+    processes it forks inherit the mask. A signal that arrives meanwhile is delivered after."""
+    main = threading.current_thread() is threading.main_thread()
+    if not (hasattr(signal, "pthread_sigmask") and main):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class PreemptionGuard:
