@@ -8,4 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 export FASTADL_CPU_ISA=avx2
+# torch.compile's cache of its own: inductor reused kernels compiled on the native (AVX-512)
+# paths under ATEN_CPU_CAPABILITY=avx2 and computed NaN and garbage indices (docs/TESTING.md)
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${TMPDIR:-/tmp}/torchinductor_avx2_$(id -u)}"
 exec "${PYTHON:-python}" -m pytest -m numerics "$@"
