@@ -57,10 +57,9 @@ def detach_from_stop_signals(_worker_id: int = 0) -> None:
 
 @contextlib.contextmanager
 def stop_signals_blocked():
-    """SIGTERM and SIGINT held back while the block runs (where POSIX masks exist); the
-    processes it forks inherit the mask. A signal that arrives meanwhile is delivered after."""
-    main = threading.current_thread() is threading.main_thread()
-    if not (hasattr(signal, "pthread_sigmask") and main):
+    """SIGTERM and SIGINT held back in this thread while the block runs (where POSIX masks
+    exist); the processes it forks inherit the mask. A signal that arrives meanwhile is delivered after."""
+    if not hasattr(signal, "pthread_sigmask"):
         yield
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

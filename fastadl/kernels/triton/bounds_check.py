@@ -6,7 +6,7 @@ the process much later (glibc's "corrupted double-linked list"), or never, depen
 allocator's layout on that machine; on a GPU the same store lands in another allocation or
 faults. So a passing interpreted test proves nothing about bounds unless accesses are checked.
 
-``checking()`` (a context) and ``install()`` patch the interpreter so that every active lane of
+``install()`` patches the interpreter so that every active lane of
 every load, store and atomic must lie wholly inside the memory span of one tensor argument of
 the running launch. An access that does not raises OutOfBoundsError *before* it happens, naming
 the kernel, the access, its element offsets and the nearest tensor argument, so the heap is
@@ -19,7 +19,6 @@ and strides: a kernel may read anything its view covers, nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -45,10 +44,9 @@ _state = threading.local()
 
 def tensor_span(t: torch.Tensor) -> tuple[int, int]:
     """[first byte, one past the last byte) that ``t``'s view can address (non-empty t)."""
-    elem = t.element_size()
-    low = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True) if st < 0)
-    high = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True) if st > 0)
-    return t.data_ptr() + low * elem, t.data_ptr() + (high + 1) * elem
+    elem = t.element_size()  # torch strides are never negative: the view starts at data_ptr
+    last = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True))
+    return t.data_ptr(), t.data_ptr() + (last + 1) * elem
 
 
 def _spans(names, values) -> list[_Span]:
@@ -138,38 +136,14 @@ def _patched():
     ]
 
 
-_installed: list[tuple[object, str, object]] = []
-
-
 def install() -> None:
     """Check every interpreted launch from now on (idempotent)."""
-    if _installed:
+    if installed():
         return
     for obj, attr, fn in _patched():
-        _installed.append((obj, attr, getattr(obj, attr)))
         setattr(obj, attr, fn)
-
-
-def uninstall() -> None:
-    """Undo install()."""
-    while _installed:
-        obj, attr, fn = _installed.pop()
-        setattr(obj, attr, fn)
-    _state.launch = None
-
-
-@contextlib.contextmanager
-def checking():
-    """Check every interpreted launch inside the block (nothing changes if already installed)."""
-    was = bool(_installed)
-    install()
-    try:
-        yield
-    finally:
-        if not was:
-            uninstall()
 
 
 def installed() -> bool:
     """Whether interpreted launches are being checked now."""
-    return bool(_installed)
+    return getattr(interp.GridExecutor._init_args_hst, "__name__", "") == "init_args_hst"
