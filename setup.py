@@ -24,6 +24,7 @@ setup(
             "pytest>=7.4",
             "pytest-benchmark>=4.0",
             "torchmetrics>=1.0",
+            "scipy>=1.10",  # an independent check of fastadl.study.stats
             "ruff>=0.5",
             # export: python -m fastadl.export --format onnx, checked with onnxruntime
             "onnx>=1.16",

@@ -45,7 +45,7 @@ def schedule(cfg, train_images: int) -> Schedule:
 
     per_epoch = batches_per_epoch(train_images // 2, cfg.batch_size)
     return Schedule(
-        per_epoch, per_epoch * cfg.epochs, per_epoch * (cfg.epochs - cfg.arch_start_epoch)
+        per_epoch, per_epoch * cfg.epochs, per_epoch * (cfg.epochs - cfg.first_arch_epoch)
     )
 
 

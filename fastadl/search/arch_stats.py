@@ -41,6 +41,14 @@ def alpha_entropy(alphas: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1).mean() / math.log(alphas.shape[-1])
 
 
+def alpha_decay(alphas: torch.Tensor) -> torch.Tensor:
+    """β-DARTS' beta-decay term: mean over edges of logsumexp of the edge's α (E, K) logits, a
+    differentiable 0-d tensor. Its gradient is softmax(α) per edge, so minimising it pulls
+    the leading logits down hardest: α's spread stays small and the ops' weights comparable,
+    which β-DARTS finds keeps parameter-free ops from running away."""
+    return alphas.float().logsumexp(-1).mean()
+
+
 def alpha_summary(alphas: torch.Tensor) -> dict:
     """alphas: (E, K) raw logits → per-edge softmax, its largest weight and its entropy.
 

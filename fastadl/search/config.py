@@ -21,6 +21,8 @@ from fastadl.runtime.config import (
 BACKENDS = ("auto", "reference", "fused", "triton")
 # The supernet's BatchNorm statistics during validation (fastadl/nn/batchnorm.py).
 VAL_BN_MODES = ("running", "batch")
+# How the path is decoded from β (fastadl/space/path_prior.py).
+PATH_DECODINGS = ("viterbi", "prior-corrected")
 
 __all__ = ["BACKENDS", "PRESETS", "VAL_BN_MODES", "ConfigError", "SearchConfig", "resolve"]
 
@@ -36,6 +38,12 @@ class SearchConfig(LoopConfig):
     recompute: bool = option(False, "keep only cell inputs for backward and recompute the rest")
     # schedule (§3)
     arch_start_epoch: int = option(20, "α/β updates begin after this many epochs", min=0)
+    arch_start_fraction: float = option(
+        -1.0,
+        "α/β updates begin after this fraction of the epochs (rounded; the paper: 0.5), "
+        "instead of --arch-start-epoch (-1 = use --arch-start-epoch)",
+        min=-1,
+    )
     w_lr: float = option(0.025, "weight SGD learning rate at the start of the cosine", min=0)
     w_lr_min: float = option(0.001, "weight SGD learning rate at the end of the cosine", min=0)
     w_momentum: float = option(0.9, "weight SGD momentum", min=0)
@@ -54,6 +62,19 @@ class SearchConfig(LoopConfig):
     arch_entropy_weight: float = option(
         0.0, "add this × the mean normalised entropy of softmax(α) to the α/β loss", min=0
     )
+    alpha_decay_weight: float = option(
+        0.0,
+        "β-DARTS' beta-decay: add this × the mean over edges of logsumexp(α) to the α/β loss "
+        "(keeps α's logits small and evenly spread; β-DARTS: 0.5 to 2, 0 = off)",
+        min=0,
+    )
+    path_decoding: str = option(
+        "viterbi",
+        "how the path is decoded from β: the most probable path (the paper), or the path with "
+        "the largest probability ratio to an untrained β (prior-corrected: Eq. 7 alone makes "
+        "all-level-0 paths the most probable before any search)",
+        choices=PATH_DECODINGS,
+    )
     # validation (the paper is silent on the supernet's BatchNorm mode at validation)
     val_bn: str = option(
         "running",
@@ -62,7 +83,18 @@ class SearchConfig(LoopConfig):
         choices=VAL_BN_MODES,
     )
 
+    @property
+    def first_arch_epoch(self) -> int:
+        """Epochs of weight-only warm-up: arch_start_fraction of the epochs when set."""
+        if self.arch_start_fraction < 0:
+            return self.arch_start_epoch
+        return round(self.arch_start_fraction * self.epochs)
+
     def check(self) -> None:
+        if self.arch_start_fraction > 1:
+            raise ConfigError(
+                f"arch_start_fraction must be in [0, 1] (or -1), got {self.arch_start_fraction}"
+            )
         if self.arch_start_epoch > self.epochs:
             raise ConfigError(
                 f"arch_start_epoch must be in 0..epochs ({self.epochs}), got {self.arch_start_epoch}"

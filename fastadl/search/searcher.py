@@ -31,6 +31,7 @@ from fastadl.runtime.rundir.checkpoint import load_module_state
 from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
 from fastadl.runtime.validation import validation_scores
 from fastadl.search.arch_stats import (
+    alpha_decay,
     alpha_entropy,
     alpha_summary,
     beta_summary,
@@ -40,7 +41,8 @@ from fastadl.search.arch_stats import (
 from fastadl.search.architect import Architect
 from fastadl.search.config import SearchConfig
 from fastadl.search.flat_sgd import search_weight_optimizer
-from fastadl.space.genotype import Genotype, decode_cell
+from fastadl.space.genotype import Genotype, decode_cell, viterbi
+from fastadl.space.path_prior import prior_corrected
 
 
 def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
@@ -125,7 +127,7 @@ class Search:
             (cfg.arch_beta1, cfg.arch_beta2),
             cfg.arch_weight_decay,
             self.precision,
-            self.entropy_regularizer() if cfg.arch_entropy_weight else None,
+            self.arch_regularizer(),
         )
         # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
         self.arch_frozen_at = 0
@@ -138,7 +140,7 @@ class Search:
         loader_a = epoch_loader(self.items_a, cfg.batch_size, epoch, start, cfg.workers, pin)
         loader_b = epoch_loader(self.items_b, cfg.batch_size, epoch, start, cfg.workers, pin)
         # read by train_step in this epoch
-        self.search_arch = epoch >= cfg.arch_start_epoch and not self.arch_frozen_at
+        self.search_arch = epoch >= cfg.first_arch_epoch and not self.arch_frozen_at
         return zip(loader_a, loader_b, strict=False)
 
     def train_step(self, batch, step: int) -> dict:
@@ -185,16 +187,25 @@ class Search:
             tqdm.write(f"compile: {graphs} graphs, {seconds:.1f} s (by step {step})")
         return {"compile_graphs": graphs, "compile_s": seconds}
 
-    def entropy_regularizer(self):
-        """Collapse guard arch_entropy_weight: λ · mean normalised entropy of softmax(α),
-        minimised with the architecture loss (pushes each edge towards one op, shrinking the
-        gap between the mixed supernet and the decoded cell)."""
-        weight, alphas = self.cfg.arch_entropy_weight, self.model.alphas
-        return lambda: weight * alpha_entropy(alphas)
+    def arch_regularizer(self):
+        """The α/β loss's extra terms, None when all are off: arch_entropy_weight · mean
+        normalised entropy of softmax(α) (pushes each edge towards one op, shrinking the gap
+        between the mixed supernet and the decoded cell) and alpha_decay_weight · β-DARTS'
+        beta-decay (arch_stats.alpha_decay)."""
+        entropy, decay = self.cfg.arch_entropy_weight, self.cfg.alpha_decay_weight
+        alphas = self.model.alphas
+        if not (entropy or decay):
+            return None
+        terms = [(w, f) for w, f in ((entropy, alpha_entropy), (decay, alpha_decay)) if w]
+        return lambda: sum(w * f(alphas) for w, f in terms)
 
     def decode(self, genotype: Genotype | None = None) -> Genotype:
-        """``genotype`` (default: the model's current one) with the max_skips cap when it is on."""
+        """``genotype`` (default: the model's current one) with the max_skips cap when it is
+        on and the path decoded as path_decoding says."""
         genotype = genotype or self.model.genotype()
+        if self.cfg.path_decoding == "prior-corrected":
+            path = viterbi(prior_corrected(self.model.normalized_betas()))
+            genotype = dataclasses.replace(genotype, path=path)
         if self.cfg.max_skips < 0:
             return genotype
         cell = decode_cell(self.model.alphas, self.model.primitives, self.cfg.max_skips)
@@ -221,7 +232,7 @@ class Search:
         # cell it decodes to holds that many skips, α and β stay where they are for the rest
         # of the search (**decision**: the weights keep training to the end of the schedule, so
         # the run, its checkpoints and resume stay those of a normal search).
-        stop = cfg.arch_stop_skips and epoch > cfg.arch_start_epoch and not self.arch_frozen_at
+        stop = cfg.arch_stop_skips and epoch > cfg.first_arch_epoch and not self.arch_frozen_at
         if stop and raw_skips >= cfg.arch_stop_skips:
             self.arch_frozen_at = epoch
         if self.arch_frozen_at:

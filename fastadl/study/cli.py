@@ -2,6 +2,10 @@
 retrainings, resumable, with a report (DIR/report.md, DIR/summary.json, DIR/plots/).
 
 studies:
+  quality              study v2 (docs/SEARCH_QUALITY.md): the cell and the path judged apart,
+                       each against random ones and against no search, every genotype
+                       retrained with several seeds; exact permutation p-values, relative
+                       gains with bootstrap intervals, the between-cell variance share
   searched-vs-random   for each seed, search (tiny preset) and retrain the searched genotype;
                        retrain genotypes drawn uniformly from the same cell space and uniformly
                        over the valid paths; every retraining with the same budget and seed
@@ -10,6 +14,7 @@ studies:
                        retrained with several seeds
 
 examples:
+  python -m fastadl.study quality --out runs/quality --jobs 2
   python -m fastadl.study searched-vs-random --seeds 3 --random 5 --out runs/study
   python -m fastadl.study searched-vs-random --out runs/study-cap --search-flags="--max-skips 2"
   python -m fastadl.study cells --seeds 3 --out runs/cells
@@ -67,6 +72,35 @@ def _levels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected levels like 0,0,1,2, got {text!r}") from None
 
 
+QUALITY_HELP = """Study v2: is the searched cell better than random cells and than no search, and
+the searched path better than random paths of the same depth and than no search?
+
+Genotypes (each retrained with seeds 0..S-1; the 'probe' model unless --train-flags sets
+--model: small heads, so the cell matters):
+  searched      the search's cell on the search's path (K searches)
+  cell-prior    the search's cell on the prior path (what an untrained β decodes: all level 0)
+  random-cell   R uniformly random cells on the prior path
+  no-search     the cell an untrained α decodes, on the prior path
+  random-path   the search's cell on P random paths nearest in depth to the search's path
+Report: one-sided exact permutation p-values over genotypes, relative gains with 95 %
+bootstrap intervals, the between-cell variance share, plots per level. --jobs 2 runs two
+retrainings at once (each uses one thread): about halves the wall clock on a 2-core CPU."""
+
+
+def add_common(s: argparse.ArgumentParser) -> None:
+    """Flags every study has."""
+    s.add_argument("--out", required=True, metavar="DIR", help="study directory (required)")
+    s.add_argument("--retrain-epochs", type=_count(1), default=RETRAIN_EPOCHS, metavar="E",
+                   help="epochs of every retraining, tiny train preset otherwise "
+                   f"(default {RETRAIN_EPOCHS})")  # fmt: skip
+    s.add_argument("--train-flags", default="", metavar="FLAGS",
+                   help="flags of python -m fastadl.train for every retraining, one quoted "
+                   'string, e.g. --train-flags="--lr 0.02"')  # fmt: skip
+    s.add_argument("--jobs", type=_count(1), default=1, metavar="N",
+                   help="runs at once, each in its own process (default 1)")  # fmt: skip
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_study_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m fastadl.study",
@@ -74,23 +108,33 @@ def build_study_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=OneLineParser)
+    quality = sub.add_parser("quality", help="study v2: cell and path against random and no search",
+                             description=QUALITY_HELP,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_common(quality)
+    quality.add_argument("--searches", type=_count(0), default=3, metavar="K",
+                         help="searches, seeds 0..K-1 (default 3)")  # fmt: skip
+    quality.add_argument("--cells", type=_count(0), default=6, metavar="R",
+                         help="random cells on the prior path (default 6)")  # fmt: skip
+    quality.add_argument("--seeds", type=_count(1), default=2, metavar="S",
+                         help="retraining seeds of every genotype, 0..S-1 (default 2)")  # fmt: skip
+    quality.add_argument("--paths", type=_count(0), default=2, metavar="P",
+                         help="depth-matched random paths per search (default 2)")  # fmt: skip
+    quality.add_argument("--draw-seed", type=int, default=0, metavar="S",
+                         help="seed of the random cells, paths and the untrained α (default 0)")  # fmt: skip
+    quality.add_argument("--search-flags", default="", metavar="FLAGS",
+                         help="flags of python -m fastadl.search for every search, e.g. "
+                         '--search-flags="--path-decoding prior-corrected"')  # fmt: skip
     kinds = {
         "searched-vs-random": "searched genotypes against uniformly random ones",
         "cells": "do clearly different cells differ by more than seed noise?",
     }
     for name, text in kinds.items():
         s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("--out", required=True, metavar="DIR", help="study directory (required)")
+        add_common(s)
         s.add_argument("--seeds", type=_count(0 if name == "searched-vs-random" else 1),
                        default=3, metavar="N",
                        help="searches (seeds 0..N-1), or seeds per cell for 'cells' (default 3)")  # fmt: skip
-        s.add_argument("--retrain-epochs", type=_count(1), default=RETRAIN_EPOCHS, metavar="E",
-                       help="epochs of every retraining, tiny train preset otherwise "
-                       f"(default {RETRAIN_EPOCHS})")  # fmt: skip
-        s.add_argument("--train-flags", default="", metavar="FLAGS",
-                       help='flags of python -m fastadl.train for every retraining, one quoted '
-                       'string, e.g. --train-flags="--lr 0.02"')  # fmt: skip
-        s.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "searched-vs-random":
             s.add_argument("--random", type=_count(0), default=5, metavar="N",
                            help="random genotypes (default 5; 0 with a search variant compares "
@@ -125,6 +169,30 @@ def flag_overrides(spec: LoopCLI, text: str, option: str) -> tuple[str | None, d
     return args.preset, overrides_from(args, spec.config.CONFIG)
 
 
+def plan_study(args: argparse.Namespace, out: Path):
+    """(settings, jobs, genotype files to write, prepare(job) or None) of the chosen study."""
+    from fastadl.study.plans import plan_cells, plan_searched_vs_random
+    from fastadl.study.quality import derive_genotype, plan_quality
+
+    train = flag_overrides(TRAIN_CLI, args.train_flags, "--train-flags")
+    if args.study == "cells":
+        return (*plan_cells(out, args.seeds, args.retrain_epochs, train), None)
+    search = flag_overrides(SEARCH_CLI, args.search_flags, "--search-flags")
+    if args.study == "quality":
+        if not (args.searches or args.cells):
+            raise ConfigError("--searches and --cells are both 0: nothing to run")
+        train = (train[0], {"model": "probe", **train[1]})
+        plan = plan_quality(out, args.searches, args.cells, args.seeds, args.paths,
+                            args.retrain_epochs, args.draw_seed, search, train)  # fmt: skip
+        return (*plan, lambda job: derive_genotype(out, job))
+    if not (args.seeds or args.random):
+        raise ConfigError("--seeds and --random are both 0: nothing to run")
+    plan = plan_searched_vs_random(out, args.seeds, args.random, args.retrain_epochs,
+                                   args.retrain_seed, args.draw_seed, search, train,
+                                   args.fixed_path)  # fmt: skip
+    return (*plan, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(build_study_parser(), argv)
     if isinstance(args, int):
@@ -132,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastadl.runtime.preemption import Preempted
     from fastadl.runtime.steps import NonFiniteError
     from fastadl.study.jobs import open_study, run_jobs
-    from fastadl.study.plans import plan_cells, plan_searched_vs_random
+    from fastadl.study.quality_report import write_quality_report
     from fastadl.study.report import verdict_line, write_report
 
     out = Path(args.out).resolve()
@@ -140,28 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
     try:
-        if args.study == "searched-vs-random" and not (args.seeds or args.random):
-            raise ConfigError("--seeds and --random are both 0: nothing to run")
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {args.out} is a file, not a study directory")
-        train = flag_overrides(TRAIN_CLI, args.train_flags, "--train-flags")
-        if args.study == "cells":
-            settings, jobs, files = plan_cells(out, args.seeds, args.retrain_epochs, train)
-        else:
-            search = flag_overrides(SEARCH_CLI, args.search_flags, "--search-flags")
-            settings, jobs, files = plan_searched_vs_random(
-                out, args.seeds, args.random, args.retrain_epochs, args.retrain_seed,
-                args.draw_seed, search, train, args.fixed_path,
-            )  # fmt: skip
+        settings, jobs, files, prepare = plan_study(args, out)
         open_study(out, args.study, settings, jobs)
         for path, genotype in files.items():  # after the check: never overwrite another study's
             path.parent.mkdir(parents=True, exist_ok=True)
             genotype.save(path)
 
         def report(results):
-            write_report(out, args.study, command, results, len(jobs))
+            if args.study == "quality":
+                return write_quality_report(out, command, results, len(jobs))
+            return write_report(out, args.study, command, results, len(jobs))
 
-        results = run_jobs(out, jobs, progress=not args.no_progress, after_each=report)
+        results = run_jobs(out, jobs, progress=not args.no_progress, after_each=report,
+                           prepare=prepare, workers=args.jobs)  # fmt: skip
     except NonFiniteError as e:
         return fail(f"{e}; run the same command again to retry from the last checkpoint",
                     EXIT_NONFINITE)  # fmt: skip
@@ -173,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail("interrupted: continue with the same command", EXIT_INTERRUPTED)
     except (*USER_ERRORS, OSError) as e:
         return fail(user_message(e))
-    summary = write_report(out, args.study, command, results, len(jobs))
-    print(f"study done: {out / 'report.md'}\n{verdict_line(args.study, summary['verdict'])}")
+    summary = report(results)
+    if args.study == "quality":
+        print(f"study done: {out / 'report.md'}")
+    else:
+        print(f"study done: {out / 'report.md'}\n{verdict_line(args.study, summary['verdict'])}")
     return 0

@@ -132,41 +132,85 @@ def run_job(out: Path, job: Job, progress: bool) -> dict:
     return result
 
 
+def ready(job: Job, finished: set[str]) -> bool:
+    """Whether the job this one depends on (info["after"], a job name) has finished."""
+    after = job.info.get("after")
+    return after is None or after in finished
+
+
 def run_jobs(
     out: Path,
     jobs: list[Job],
     *,
     progress: bool = True,
     after_each: Callable[[list[dict]], None] | None = None,
+    prepare: Callable[[Job], None] | None = None,
+    workers: int = 1,
 ) -> list[dict]:
-    """Run every unfinished job in order (a finished one is read back); returns all results.
+    """Run every unfinished job (a finished one is read back); returns all results, in the
+    order of ``jobs``.
 
-    after_each(results so far) runs after every job, e.g. to rewrite the report.
+    A job waits for the job named in its info["after"]. prepare(job) runs just before a job
+    starts (e.g. to write a genotype that depends on a finished search); after_each(results so
+    far) after every finished job, e.g. to rewrite the report. workers > 1 runs that many jobs
+    at once, each in its own process (spawned; no progress bars of their own: one line per
+    finished job), always starting the first ready job in list order; a job's numbers do not
+    depend on what runs beside it.
     """
     from tqdm import tqdm
 
-    results: list[dict] = []
-    done = [read_result(out, j) for j in jobs]
-    bar = tqdm(
-        total=len(jobs),
-        initial=sum(r is not None for r in done),
-        desc="study",
-        unit="run",
-        disable=not progress,
-        dynamic_ncols=True,
-        position=0,
-    )
-    for job, result in zip(jobs, done, strict=True):
-        if result is None:
-            bar.set_postfix_str(job.name)
-            result = run_job(out, job, progress)
-            bar.update()
-            if progress:
-                miou = result["val_miou"]
-                shown = "n/a" if miou is None else f"{miou:.4f}"
-                tqdm.write(f"{job.name}: final val mIoU {shown}")
-        results.append(result)
+    done = {j.name: r for j, r in zip(jobs, (read_result(out, j) for j in jobs), strict=True)
+            if r is not None}  # fmt: skip
+    bar = tqdm(total=len(jobs), initial=len(done), desc="study", unit="run",
+               disable=not progress, dynamic_ncols=True, position=0)  # fmt: skip
+
+    def finish(job: Job, result: dict) -> None:
+        done[job.name] = result
+        bar.update()
+        if progress or workers > 1:
+            miou = result["val_miou"]
+            shown = "n/a" if miou is None else f"{miou:.4f}"
+            tqdm.write(f"{job.name}: final val mIoU {shown}")
         if after_each is not None:
-            after_each(results)
+            after_each([done[j.name] for j in jobs if j.name in done])
+
+    if after_each is not None and done:
+        after_each([done[j.name] for j in jobs if j.name in done])
+    pending = [j for j in jobs if j.name not in done]
+    if workers <= 1:
+        for job in pending:
+            if prepare is not None:
+                prepare(job)
+            bar.set_postfix_str(job.name)
+            finish(job, run_job(out, job, progress))
+    else:
+        _run_parallel(out, pending, workers, prepare, finish, set(done))
     bar.close()
-    return results
+    return [done[j.name] for j in jobs]
+
+
+def _run_parallel(out, pending, workers, prepare, finish, finished: set[str]) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    running: dict = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        while pending or running:
+            while len(running) < workers:
+                job = next((j for j in pending if ready(j, finished)), None)
+                if job is None:
+                    break
+                pending.remove(job)
+                if prepare is not None:
+                    prepare(job)
+                running[pool.submit(run_job, out, job, False)] = job
+            if not running:
+                names = ", ".join(j.name for j in pending)
+                raise RuntimeError(f"jobs wait for jobs that are not in the study: {names}")
+            complete, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in complete:
+                job = running.pop(future)
+                result = future.result()  # a job's exception stops the study here
+                finished.add(job.name)
+                finish(job, result)

@@ -61,7 +61,7 @@ CHECK_CELLS: dict[str, Genotype] = {
 Flags = tuple[str | None, dict]  # (preset or None, overrides) from study.flag_overrides
 
 
-def _train_config(train: Flags, genotype: str, seed: int, epochs: int):
+def retrain_config(train: Flags, genotype: str, seed: int, epochs: int):
     preset, overrides = train
     for name in ("epochs", "seed", "genotype"):
         if name in overrides:
@@ -117,10 +117,10 @@ def plan_searched_vs_random(
     for s, cfg in enumerate(searches):
         name = f"search-s{s}"
         searched.append(Job(name, "search", "search", cfg, {"seed": s}))
-        retrain = _train_config(train, str(out / name), retrain_seed, retrain_epochs)
+        retrain = retrain_config(train, str(out / name), retrain_seed, retrain_epochs)
         searched.append(Job(f"train-searched-s{s}", "train", "searched", retrain, {"seed": s}))
     for i, g in enumerate(drawn):
-        retrain = _train_config(train, str(genotype_file(out, f"random-r{i}")), retrain_seed,
+        retrain = retrain_config(train, str(genotype_file(out, f"random-r{i}")), retrain_seed,
                                 retrain_epochs)  # fmt: skip
         info = {"draw": i, "genotype": g.to_dict()}
         randoms.append(Job(f"train-random-r{i}", "train", "random", retrain, info))
@@ -143,7 +143,7 @@ def plan_cells(
             f"train-{name}-s{s}",
             "train",
             name,
-            _train_config(train, str(genotype_file(out, name)), s, retrain_epochs),
+            retrain_config(train, str(genotype_file(out, name)), s, retrain_epochs),
             {"seed": s, "genotype": g.to_dict()},
         )  # fmt: skip
         for s in range(seeds)

@@ -22,7 +22,7 @@ from fastadl.runtime.config import (
     resolve_preset,
 )
 
-MODELS = ("S", "M", "L", "tiny")  # fastadl.nn.derived.autodeeplab.PRESETS
+MODELS = ("S", "M", "L", "tiny", "probe")  # fastadl.nn.derived.autodeeplab.PRESETS
 INPUT_NORMS = ("imagenet", "unit_range")  # fastadl.data.transforms.INPUT_NORMS
 
 
@@ -35,7 +35,10 @@ class TrainConfig(LoopConfig):
         "or a search run directory holding one",
     )
     model: str = option(
-        "tiny", "network size: the paper's F = 20 / 32 / 48, or tiny for CPUs", choices=MODELS
+        "tiny",
+        "network size: the paper's F = 20 / 32 / 48, tiny for CPUs, or probe (small heads, so "
+        "the cells matter: the search-quality study's)",
+        choices=MODELS,
     )
     drop_path_prob: float = option(0.0, "final scheduled drop-path probability (0 = off)", min=0)
     # training details of the TF model (defaults: PyTorch's; the paper presets use TF's)

@@ -46,7 +46,7 @@ from torch import nn
 
 from fastadl.nn.batchnorm import configure_batchnorm
 from fastadl.nn.derived.cell import DerivedCell, resize
-from fastadl.nn.derived.decoder import ASPP, Decoder, atrous_rates_for
+from fastadl.nn.derived.decoder import ASPP, BASE_ATROUS_RATES, Decoder, atrous_rates_for
 from fastadl.space.genotype import PAPER_GENOTYPE, Genotype, GenotypeError, validate
 
 LOW_LEVEL_CELL = 2  # the third cell's output feeds the decoder (TF: end point 'Cell_2')
@@ -55,11 +55,27 @@ MIN_LAYERS = LOW_LEVEL_CELL + 1
 # name → (F, constructor overrides). S / M / L are the paper's Table 2 models. "tiny"
 # (**decision**) is for CPU training and tests: F = 8 (the search's F), a narrow stem
 # (16, 16, 32) and narrow heads (ASPP / decoder 64 filters, 16 low-level filters).
+# "probe" (**decision**, docs/SEARCH_QUALITY.md) is the network the search-quality study
+# retrains: the cells hold most of the weights and do most of the work. In "tiny" the heads
+# hold ~95 % of the parameters and ASPP's rates (24, 48, 72 at /4) exceed a 64² crop's 16² map,
+# so its 3×3 atrous convs see only their centre tap and the cell is a thin link between a
+# strong stem and strong heads. Here the stem is halved (8, 8, 16), ASPP and decoder have 16
+# filters (8 low-level), the cells get F = 12, and ASPP's rates are (1, 2, 3) at /16 (4, 8,
+# 12 at /4), all inside the map.
 PRESETS: dict[str, tuple[int, dict]] = {
     "S": (20, {}),
     "M": (32, {}),
     "L": (48, {}),
     "tiny": (8, {"stem_channels": (16, 16, 32), "head_channels": 64, "low_level_channels": 16}),
+    "probe": (
+        12,
+        {
+            "stem_channels": (8, 8, 16),
+            "head_channels": 16,
+            "low_level_channels": 8,
+            "aspp_base_rates": (1, 2, 3),
+        },
+    ),  # fmt: skip
 }
 
 # The paper's Table 2 (19 classes): parameters (M) and multiply-adds at 1024×2048 (B).
@@ -134,6 +150,7 @@ class AutoDeepLab(nn.Module):
         stem_channels: Sequence[int] = (64, 64, 128),
         head_channels: int = 256,
         low_level_channels: int = 48,
+        aspp_base_rates: Sequence[int] = BASE_ATROUS_RATES,
         in_channels: int = 3,
         aspp_dropout: float = 0.0,
         bn_momentum: float = 0.1,
@@ -168,7 +185,7 @@ class AutoDeepLab(nn.Module):
 
         self.low_level_cell = LOW_LEVEL_CELL
         last = self.path[-1]
-        rates = atrous_rates_for(4 * 2**last)
+        rates = atrous_rates_for(4 * 2**last, aspp_base_rates)
         self.aspp = ASPP(channels[-1], head_channels, rates, aspp_dropout)
         self.decoder = Decoder(
             channels[2 + LOW_LEVEL_CELL],
@@ -193,7 +210,8 @@ class AutoDeepLab(nn.Module):
     def from_preset(
         cls, name: str, genotype: Genotype = PAPER_GENOTYPE, num_classes: int = 19, **kwargs
     ) -> AutoDeepLab:
-        """Preset "S", "M", "L" (paper, F = 20 / 32 / 48) or "tiny" (CPU; see PRESETS)."""
+        """Preset "S", "M", "L" (paper, F = 20 / 32 / 48), "tiny" (CPU) or "probe" (the
+        search-quality study; see PRESETS)."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         F, overrides = PRESETS[name]

@@ -22,7 +22,7 @@ BASE_OUTPUT_STRIDE = 16
 
 
 def atrous_rates_for(downsample: int, base: Sequence[int] = BASE_ATROUS_RATES) -> tuple[int, ...]:
-    """DeepLab's convention: rates (6, 12, 18) at /16, scaled by 16 / downsample.
+    """DeepLab's convention: rates ``base`` (6, 12, 18) at /16, scaled by 16 / downsample.
 
     (**decision**) The rates follow the resolution of the last cell: /8 → (12, 24, 36),
     /4 → (24, 48, 72), /32 → (3, 6, 9). The paper's path ends at /8.
