@@ -65,7 +65,7 @@ class SearchConfig(LoopConfig):
     alpha_decay_weight: float = option(
         0.0,
         "β-DARTS' beta-decay: add this × the mean over edges of logsumexp(α) to the α/β loss "
-        "(keeps α's logits small and evenly spread; β-DARTS: 0.5 to 2, 0 = off)",
+        "(keeps α's logits small and evenly spread; 0 = off)",
         min=0,
     )
     path_decoding: str = option(

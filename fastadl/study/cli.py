@@ -122,6 +122,9 @@ def build_study_parser() -> argparse.ArgumentParser:
                          help="depth-matched random paths per search (default 2)")  # fmt: skip
     quality.add_argument("--draw-seed", type=int, default=0, metavar="S",
                          help="seed of the random cells, paths and the untrained α (default 0)")  # fmt: skip
+    quality.add_argument("--no-proxy", action="store_true",
+                         help="skip the proxy scores (each genotype inside each search's "
+                         "supernet, after the last run) and their Kendall τ")  # fmt: skip
     quality.add_argument("--search-flags", default="", metavar="FLAGS",
                          help="flags of python -m fastadl.search for every search, e.g. "
                          '--search-flags="--path-decoding prior-corrected"')  # fmt: skip
@@ -234,9 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         return fail("interrupted: continue with the same command", EXIT_INTERRUPTED)
     except (*USER_ERRORS, OSError) as e:
         return fail(user_message(e))
-    summary = report(results)
     if args.study == "quality":
+        proxy = None
+        if not args.no_proxy:
+            from fastadl.study.quality_proxy import proxy_scores, proxy_tau
+
+            proxy = proxy_tau(results, proxy_scores(out, results, not args.no_progress))
+        write_quality_report(out, command, results, len(results), proxy)
         print(f"study done: {out / 'report.md'}")
     else:
+        summary = report(results)
         print(f"study done: {out / 'report.md'}\n{verdict_line(args.study, summary['verdict'])}")
     return 0

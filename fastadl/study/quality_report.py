@@ -124,8 +124,28 @@ def tests_table(tests: dict) -> list[str]:
     return lines
 
 
-def write_quality_report(out: Path, command: str, results: list[dict], total: int) -> dict:
-    """DIR/summary.json, DIR/report.md and DIR/plots/{cell,path}.png from the results so far."""
+def proxy_lines(proxy: dict | None) -> list[str]:
+    if not proxy or not proxy.get("per_search"):
+        return ["not computed yet (after the last run)"]
+    lines = ["| supernet | genotypes | τ (all) | τ (prior-path cells) |", "|---|---|---|---|"]
+    lines += [f"| {s} | {v['genotypes']} | {_fmt(v['tau'], 3)} | {_fmt(v['tau_prior_path_cells'], 3)} |"
+              for s, v in proxy["per_search"].items()]  # fmt: skip
+    lines += ["", f"Mean τ over supernets: **{_fmt(proxy.get('mean_tau'), 3)}**."]
+    if "selection" in proxy:
+        sel = proxy["selection"]
+        lines.append(
+            f"Selection by proxy among the searches: {sel['picked']}, retrained "
+            f"{_fmt(sel['picked_retrained'])} (mean of the searched genotypes "
+            f"{_fmt(sel['searched_mean'])})."
+        )
+    return lines
+
+
+def write_quality_report(
+    out: Path, command: str, results: list[dict], total: int, proxy: dict | None = None
+) -> dict:
+    """DIR/summary.json, DIR/report.md and DIR/plots/{cell,path}.png from the results so far;
+    proxy: quality_proxy.proxy_tau's numbers, once computed."""
     from fastadl.study.plots import plot_groups
 
     scores = genotype_scores(results)
@@ -136,7 +156,8 @@ def write_quality_report(out: Path, command: str, results: list[dict], total: in
         for group, v in scores.items()
     }  # fmt: skip
     summary = {"kind": "quality", "finished_runs": len(results), "total_runs": total,
-               "scores": scores, "groups": stats, "tests": tests, "results": results}  # fmt: skip
+               "scores": scores, "groups": stats, "tests": tests, "proxy": proxy,
+               "results": results}  # fmt: skip
     write_json_atomic(out / "summary.json", summary)
     plots = []
     for level, names in (("cell", ("cell-prior", "random-cell", "no-search")),
@@ -162,6 +183,8 @@ def write_quality_report(out: Path, command: str, results: list[dict], total: in
         f"Finished runs: {len(results)} of {total}.", "", *group_lines, "",
         "## Tests (one-sided: the first group scores higher)", "", *tests_table(tests), "",
         "## Between-genotype variance share", "", *(share_lines or ["not enough runs yet"]), "",
+        "## Proxy (validation mIoU inside the search's supernet) against retrained mIoU", "",
+        *proxy_lines(proxy), "",
         "## Runs", "", markdown_table(results), "",
         *([search_table(results), ""] if any(r.get("kind") == "search" for r in results) else []),
         *[f"![{p.stem}](plots/{p.name})" for p in plots], "",

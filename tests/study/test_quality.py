@@ -44,7 +44,7 @@ def test_study_runs_every_group_in_dependency_order(tmp_path, monkeypatch):
     calls = []
     fake_runs(monkeypatch, calls)
     out = tmp_path / "q"
-    assert main(quality_args(out)) == 0
+    assert main(quality_args(out, "--no-proxy")) == 0  # fake runs leave no supernet to score in
     names = [name for name, _ in calls]
     # 1 search; searched, cell-prior and 2 random paths × 2 seeds; 2 random cells and the
     # no-search cell × 2 seeds
@@ -77,9 +77,15 @@ def test_parallel_jobs_give_the_same_numbers(tmp_path):
     args = ["--searches", "1", "--cells", "1", "--seeds", "1", "--paths", "1"]
     assert main([*quality_args(tmp_path / "one"), *args]) == 0
     assert main([*quality_args(tmp_path / "two"), *args, "--jobs", "2"]) == 0
-    one = json.loads((tmp_path / "one" / "summary.json").read_text())["scores"]
-    two = json.loads((tmp_path / "two" / "summary.json").read_text())["scores"]
-    assert one == two and len(one) == 5
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert one["scores"] == two["scores"] and len(one["scores"]) == 5
+    # every genotype scored inside the search's supernet, τ against the retrained scores
+    proxy = json.loads((tmp_path / "one" / "proxy.json").read_text())
+    assert set(proxy["search-s0"]) == {"searched-s0", "cell-prior-s0", "random-path-p0-s0",
+                                       "random-cell-r0", "no-search"}  # fmt: skip
+    assert one["proxy"]["per_search"]["search-s0"]["genotypes"] == 5
+    assert "Mean τ over supernets" in (tmp_path / "one" / "report.md").read_text()
 
 
 def test_level_tests_on_known_scores():
