@@ -72,6 +72,26 @@ def paired(scores: dict, a: str, b: str) -> dict:
             "significant": p < ALPHA}  # fmt: skip
 
 
+def equal_depth_paths(results: list[dict]) -> list[dict]:
+    """Do paths of equal depth differ? For every cell retrained on >= 2 different paths of one
+    depth (sum of levels; the searched and depth-matched random paths share a cell), the
+    variance share between those paths against seed noise."""
+    runs: dict[tuple, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        g = r.get("genotype")
+        if r.get("kind") != "train" or r.get("val_miou") is None or not g:
+            continue
+        cell = tuple(tuple(b) for b in g["cell"])
+        runs[(cell, sum(g["path"]))][tuple(g["path"])].append(float(r["val_miou"]))
+    found = []
+    for (_, depth), paths in runs.items():
+        usable = {p: v for p, v in paths.items() if len(v) >= 2}
+        if len(usable) >= 2:
+            share = variance_share(list(usable.values()))
+            found.append({"depth": depth, "paths": [list(p) for p in usable], **share})
+    return found
+
+
 def level_tests(scores: dict) -> dict:
     """The cell-level and path-level comparisons, and the between-cell variance share."""
     g = {name: scores.get(name, {}) for name in GROUPS}
@@ -150,6 +170,7 @@ def write_quality_report(
 
     scores = genotype_scores(results)
     tests = level_tests(scores)
+    tests["equal_depth_paths"] = equal_depth_paths(results)
     stats = {
         group: {"n": len(v), "mean": statistics.fmean(_means(v)), "values": _means(v),
                 "std": statistics.stdev(_means(v)) if len(v) > 1 else 0.0}
@@ -166,6 +187,13 @@ def write_quality_report(
         if shown:
             plots.append(plot_groups(shown, f"{level} level (genotype means)",
                                      out / "plots" / f"{level}.png"))  # fmt: skip
+    depth = tests.get("equal_depth_paths", [])
+    depth_lines = [
+        f"- depth {d['depth']}, paths {', '.join(' '.join(map(str, p)) for p in d['paths'])}: "
+        f"share **{d['share']:.2f}** (σ_between {math.sqrt(d['between_var']):.4f}, σ_seed "
+        f"{math.sqrt(d['within_var']):.4f})"
+        for d in depth
+    ]
     share_lines = [
         f"- {label}: σ²_between / (σ²_between + σ²_seed) = **{s['share']:.2f}** "
         f"(σ_between {math.sqrt(s['between_var']):.4f}, σ_seed {math.sqrt(s['within_var']):.4f}; "
@@ -183,6 +211,8 @@ def write_quality_report(
         f"Finished runs: {len(results)} of {total}.", "", *group_lines, "",
         "## Tests (one-sided: the first group scores higher)", "", *tests_table(tests), "",
         "## Between-genotype variance share", "", *(share_lines or ["not enough runs yet"]), "",
+        "## Paths of equal depth with the same cell (do paths matter beyond their depth?)", "",
+        *(depth_lines or ["no cell was retrained on two paths of one depth"]), "",
         "## Proxy (validation mIoU inside the search's supernet) against retrained mIoU", "",
         *proxy_lines(proxy), "",
         "## Runs", "", markdown_table(results), "",

@@ -114,3 +114,18 @@ def test_level_tests_on_known_scores():
     assert low <= cell["vs_random"]["gain"] <= high and low > 0
     share = tests["variance_share"]["random cells"]
     assert share["share"] > 0.9 and share["genotypes"] == 6
+
+
+def test_paths_of_equal_depth_are_compared_within_one_cell():
+    from fastadl.study.quality_report import equal_depth_paths
+
+    def runs(cell, path, values):
+        return [{"kind": "train", "val_miou": v, "genotype": {"cell": cell, "path": path}}
+                for v in values]  # fmt: skip
+
+    a, b = [["skip_connect", 0], ["sep_conv_3x3", 1]], [["max_pool_3x3", 0], ["skip_connect", 1]]
+    results = (runs(a, [0, 1, 1], [0.30, 0.31]) + runs(a, [1, 1, 0], [0.20, 0.21])
+               + runs(a, [0, 0, 0], [0.5, 0.5]) + runs(b, [1, 1, 0], [0.4, 0.4]))  # fmt: skip
+    (found,) = equal_depth_paths(results)  # depth 0 and cell b have one path each: not compared
+    assert found["depth"] == 2 and found["paths"] == [[0, 1, 1], [1, 1, 0]]
+    assert found["share"] == pytest.approx(0.99, abs=0.005)
