@@ -116,18 +116,19 @@ def pre_resize(cfg) -> PreResize:
     return PreResize(cfg.resize_factor, cfg.image_height, cfg.image_width)
 
 
-def build_datasets(cfg):
+def build_datasets(cfg, augment: bool = True):
     """(train, val) datasets for a search or train config (its data, data_root, crop_size,
     scale_min/max, pre-resize (validation too when val_resize), seed, and for synthetic data
-    image_size and num_images when set)."""
+    image_size and num_images when set). augment=False: the training images as validation
+    sees images (whole, no randomness), e.g. to score a supernet on its own training split."""
     extra = {"image_size": cfg.image_size} if cfg.data == "synthetic" and cfg.image_size else {}
     n_train = {"num_images": cfg.num_images} if cfg.data == "synthetic" and cfg.num_images else {}
     train = build_dataset(
         cfg.data,
         cfg.data_root,
         "train",
-        crop_size=cfg.crop_size,
-        train=True,
+        crop_size=cfg.crop_size if augment else None,
+        train=augment,
         seed=cfg.seed,
         scale_range=(cfg.scale_min, cfg.scale_max),
         resize=pre_resize(cfg),

@@ -23,6 +23,8 @@ BACKENDS = ("auto", "reference", "fused", "triton")
 VAL_BN_MODES = ("running", "batch")
 # How the path is decoded from β (fastadl/space/path_prior.py).
 PATH_DECODINGS = ("viterbi", "prior-corrected")
+# How the cell's ops and inputs are chosen at the end (fastadl/search/perturbation.py).
+OP_SELECTIONS = ("alpha", "perturbation")
 
 __all__ = ["BACKENDS", "PRESETS", "VAL_BN_MODES", "ConfigError", "SearchConfig", "resolve"]
 
@@ -67,6 +69,19 @@ class SearchConfig(LoopConfig):
         "β-DARTS' beta-decay: add this × the mean over edges of logsumexp(α) to the α/β loss "
         "(keeps α's logits small and evenly spread; 0 = off)",
         min=0,
+    )
+    op_selection: str = option(
+        "alpha",
+        "how the cell is chosen at the end: α's largest weights (the paper), or by perturbation "
+        "(Wang et al. 2021: per edge the op whose removal hurts the supernet most on trainB "
+        "images, fine-tuning between edges; then per block the two inputs likewise)",
+        choices=OP_SELECTIONS,
+    )
+    perturbation_images: int = option(
+        32, "trainB images (whole, unaugmented) that score each perturbation", min=1
+    )
+    perturbation_steps: int = option(
+        5, "weight steps of fine-tuning after each edge is fixed by perturbation", min=0
     )
     path_decoding: str = option(
         "viterbi",

@@ -29,7 +29,7 @@ from fastadl.runtime.loop import LoopResult, load_state_dicts, run_loop, state_d
 from fastadl.runtime.precision import Precision
 from fastadl.runtime.rundir.checkpoint import load_module_state
 from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
-from fastadl.runtime.validation import validation_scores
+from fastadl.runtime.validation import evaluate_miou, validation_scores
 from fastadl.search.arch_stats import (
     alpha_decay,
     alpha_entropy,
@@ -41,6 +41,7 @@ from fastadl.search.arch_stats import (
 from fastadl.search.architect import Architect
 from fastadl.search.config import SearchConfig
 from fastadl.search.flat_sgd import search_weight_optimizer
+from fastadl.search.perturbation import select_inputs, select_ops
 from fastadl.space.genotype import Genotype, decode_cell, viterbi
 from fastadl.space.path_prior import prior_corrected
 
@@ -237,8 +238,41 @@ class Search:
             self.arch_frozen_at = epoch
         if self.arch_frozen_at:
             arch["arch_frozen_at"] = self.arch_frozen_at
+        if cfg.op_selection == "perturbation" and epoch == cfg.epochs:
+            self.genotype = dataclasses.replace(self.genotype, cell=self.perturbation_cell())
+            arch["op_selection"] = "perturbation"
         record = {"val_miou": miou, "val_pixel_acc": acc, "genotype": self.genotype.to_dict()}
         return {**record, **arch}
+
+    def perturbation_cell(self) -> tuple[tuple[str, int], ...]:
+        """The cell chosen by perturbation (op_selection; fastadl/search/perturbation.py), scored
+        on the first perturbation_images trainB images, whole and unaugmented. Leaves α on the
+        chosen cell and the weights fine-tuned (the final checkpoint holds both)."""
+        cfg, model = self.cfg, self.model
+        plain, _ = build_datasets(cfg, augment=False)
+        images = subset(plain, self.split["trainB"][: cfg.perturbation_images])
+        batch_size = cfg.val_batch_size or cfg.batch_size
+
+        def evaluate() -> float:
+            return evaluate_miou(model, images, batch_size, 0, self.device, self.precision,
+                                 batch_stats=True)[0]  # fmt: skip
+
+        def batches():
+            epoch = cfg.epochs
+            while True:  # epochs past the schedule: fresh batches, α/β left alone
+                yield from self.batches(epoch, 0)
+                epoch += 1
+
+        stream = batches()
+
+        def finetune() -> None:
+            for _ in range(cfg.perturbation_steps):
+                batch = next(stream)
+                self.search_arch = False
+                self.train_step(batch, self.total_steps - 1)  # at the schedule's last rate
+
+        chosen = select_ops(model.alphas, model.primitives, evaluate, finetune, cfg.seed)
+        return select_inputs(model.alphas, model.primitives, chosen, evaluate)
 
     def report(self, epoch: int, record: dict, metrics_path: Path) -> str:
         self.genotype.save(self.run_dir / "genotype.json")
