@@ -56,21 +56,23 @@ def test_max_skips_lets_a_struck_edge_lose_its_place():
     assert decode_cell(a, max_skips=1)[2:] == (("skip_connect", 0), ("sep_conv_3x3", 2))
 
 
-def test_entropy_weight_sharpens_alpha_and_leaves_beta_alone():
+def one_arch_step(term, weight: float, spread: float = 1.0):
+    """(α, β) after one Architect step on a fixed batch with ``weight`` × term(α) added
+    (none when 0), from α moved ``spread`` × N(0, 1) away from the uniform stationary point."""
+    torch.manual_seed(0)
     x, y = torch.randn(2, 3, 17, 19), torch.randint(0, 3, (2, 17, 19))
+    net = SuperNet(3, layers=2, filter_multiplier=2, block_multiplier=2)
+    net.alphas.data.add_(spread * torch.randn_like(net.alphas))
+    reg = (lambda: weight * term(net.alphas)) if weight else None
+    arch = Architect(net, net.arch_parameters(), 0.05, (0.9, 0.999), 0.0,
+                     Precision("off", "cpu"), reg)  # fmt: skip
+    arch.step(x, y, step=1)
+    return net.alphas.detach().clone(), net.betas.detach().clone()
 
-    def one_step(weight):
-        torch.manual_seed(0)
-        net = SuperNet(3, layers=2, filter_multiplier=2, block_multiplier=2)
-        net.alphas.data.add_(torch.randn_like(net.alphas))  # away from the uniform stationary point
-        reg = (lambda: weight * alpha_entropy(net.alphas)) if weight else None
-        arch = Architect(net, net.arch_parameters(), 0.05, (0.9, 0.999), 0.0,
-                         Precision("off", "cpu"), reg)  # fmt: skip
-        arch.step(x, y, step=1)
-        return net.alphas.detach().clone(), net.betas.detach().clone()
 
-    a0, b0 = one_step(0.0)
-    a1, b1 = one_step(10.0)
+def test_entropy_weight_sharpens_alpha_and_leaves_beta_alone():
+    a0, b0 = one_arch_step(alpha_entropy, 0.0)
+    a1, b1 = one_arch_step(alpha_entropy, 10.0)
     assert alpha_entropy(a1) < alpha_entropy(a0)
     torch.testing.assert_close(b1, b0)  # the term depends on α only
 

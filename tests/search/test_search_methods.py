@@ -6,15 +6,12 @@ import dataclasses
 import pytest
 import torch
 
-from fastadl.nn import SuperNet
 from fastadl.runtime.config import ConfigError
-from fastadl.runtime.precision import Precision
 from fastadl.search.arch_stats import alpha_decay
-from fastadl.search.architect import Architect
 from fastadl.search.config import resolve
 from fastadl.space.genotype import viterbi
 from fastadl.space.path_prior import prior_corrected
-from tests.search.test_collapse_guards import micro_task
+from tests.search.test_collapse_guards import micro_task, one_arch_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,20 +32,8 @@ def test_prior_corrected_decoding_changes_the_path_only(tmp_path):
 
 
 def test_alpha_decay_shrinks_the_leading_logits_and_leaves_beta_alone():
-    x, y = torch.randn(2, 3, 17, 19), torch.randint(0, 3, (2, 17, 19))
-
-    def one_step(weight):
-        torch.manual_seed(0)
-        net = SuperNet(3, layers=2, filter_multiplier=2, block_multiplier=2)
-        net.alphas.data.add_(2 * torch.randn_like(net.alphas))
-        reg = (lambda: weight * alpha_decay(net.alphas)) if weight else None
-        arch = Architect(net, net.arch_parameters(), 0.05, (0.9, 0.999), 0.0,
-                         Precision("off", "cpu"), reg)  # fmt: skip
-        arch.step(x, y, step=1)
-        return net.alphas.detach().clone(), net.betas.detach().clone()
-
-    a0, b0 = one_step(0.0)
-    a1, b1 = one_step(100.0)
+    a0, b0 = one_arch_step(alpha_decay, 0.0, spread=2.0)
+    a1, b1 = one_arch_step(alpha_decay, 100.0, spread=2.0)
     assert alpha_decay(a1) < alpha_decay(a0)
     # the term's gradient is positive everywhere: it only ever pulls logits down
     assert (a1 <= a0).all() and (a1 < a0).any()
