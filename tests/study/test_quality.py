@@ -129,3 +129,40 @@ def test_paths_of_equal_depth_are_compared_within_one_cell():
     (found,) = equal_depth_paths(results)  # depth 0 and cell b have one path each: not compared
     assert found["depth"] == 2 and found["paths"] == [[0, 1, 1], [1, 1, 0]]
     assert found["share"] == pytest.approx(0.99, abs=0.005)
+
+
+def test_proxy_tau_and_selection_from_known_scores():
+    from fastadl.study.quality_proxy import proxy_tau, scored_genotypes
+
+    g = {"cell": [["skip_connect", 0], ["sep_conv_3x3", 1]], "path": [0, 0, 0]}
+
+    def runs(group, key, values):
+        return [{"kind": "train", "group": group, "name": f"train-{key}-t{t}", "val_miou": v,
+                 "genotype": g} for t, v in enumerate(values)]  # fmt: skip
+
+    results = [{"kind": "search", "name": "search-s0"}, {"kind": "search", "name": "search-s1"}]
+    results += runs("searched", "searched-s0", (0.40, 0.42)) + runs(
+        "searched", "searched-s1", (0.30, 0.30)
+    )
+    results += runs("random-cell", "random-cell-r0", (0.2, 0.2))
+    results += runs("random-cell", "random-cell-r1", (0.25, 0.27))
+    results += runs("no-search", "no-search", (0.1, 0.1))
+    table = scored_genotypes(results)
+    # each supernet scores its own searched genotype and the shared ones, not the other search's
+    assert set(table["search-s0"]) == {
+        "searched-s0",
+        "random-cell-r0",
+        "random-cell-r1",
+        "no-search",
+    }
+    assert table["search-s1"]["searched-s1"]["retrained"] == pytest.approx(0.30)
+    scores = {
+        "search-s0": {"searched-s0": 0.9, "random-cell-r0": 0.5, "random-cell-r1": 0.6, "no-search": 0.1},
+        "search-s1": {"searched-s1": 0.95, "random-cell-r0": 0.6, "random-cell-r1": 0.5, "no-search": 0.1},
+    }  # fmt: skip
+    out = proxy_tau(results, scores)
+    assert out["per_search"]["search-s0"]["tau"] == pytest.approx(1.0)  # same order throughout
+    assert out["per_search"]["search-s1"]["tau"] < 1.0
+    # the proxy picks search-s1 (0.95 > 0.9), whose genotype retrained worse than the mean
+    assert out["selection"] == {"picked": "search-s1", "picked_retrained": pytest.approx(0.30),
+                                "searched_mean": pytest.approx(0.355)}  # fmt: skip
