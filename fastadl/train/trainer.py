@@ -141,7 +141,9 @@ def run_train(
     except GenotypeError as e:  # e.g. a path too short for the decoder: name where it came from
         source = f"{path} (genotype)" if loaded is not None else f"genotype {cfg.genotype}"
         raise GenotypeError(f"{source}: {e}") from None
-    if dist.is_main_process() and loaded is None:
+    # Also on resume when it is missing (a run stopped before its first start wrote it):
+    # genotype.json is what a study and the tools read to know what the run trained.
+    if dist.is_main_process() and (loaded is None or not (run_dir / "genotype.json").is_file()):
         run_dir.mkdir(parents=True, exist_ok=True)
         genotype.save(run_dir / "genotype.json")
     return run_loop(task, cfg, run_dir, resume=resume, progress=progress, loaded=loaded)

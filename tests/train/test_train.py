@@ -80,7 +80,10 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path):
     assert main([*common, "--max-steps", "6", "--out", str(straight)]) == 0
     assert main([*common, "--max-steps", "3", "--out", str(resumed)]) == 0
     assert load_checkpoint(resumed)["step"] == 3  # stopped mid-epoch
+    saved = (resumed / "genotype.json").read_text()
+    (resumed / "genotype.json").unlink()  # e.g. lost with a directory restored from a backup
     assert main(["--resume", str(resumed), "--max-steps", "6", "--no-progress"]) == 0
+    assert (resumed / "genotype.json").read_text() == saved  # the checkpoint's genotype again
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
     assert a["step"] == b["step"] == 6
     for key in a["model"]:
