@@ -10,8 +10,11 @@ from fastadl.runtime.rundir.plots import figure, save
 from fastadl.search.arch_stats import OP_GROUPS, op_histogram
 
 
-def plot_groups(stats: dict[str, dict], title: str, out_png: str | os.PathLike) -> Path:
-    """stats: group → {"values", "mean", "std"} (report.group_stats)."""
+def plot_groups(
+    stats: dict[str, dict], title: str, out_png: str | os.PathLike, dots: str = "runs"
+) -> Path:
+    """stats: group → {"values", "mean", "std"} (report.group_stats); ``dots`` names what the
+    values are (runs, or genotype means)."""
     fig = figure(1.6 + 1.5 * len(stats), 3.8)
     ax = fig.add_subplot()
     for x, s in enumerate(stats.values()):
@@ -24,7 +27,7 @@ def plot_groups(stats: dict[str, dict], title: str, out_png: str | os.PathLike) 
     ax.set_xticklabels([f"{g}\n(n = {s['n']})" for g, s in stats.items()], fontsize=8)
     ax.set_xlim(-0.6, len(stats) - 0.4)
     ax.set_ylabel("final val mIoU (%)")
-    ax.set_title(f"{title}: runs (dots), mean ± std (square)", fontsize=9)
+    ax.set_title(f"{title}: {dots} (dots), mean ± std (square)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     return save(fig, out_png)
 

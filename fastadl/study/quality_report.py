@@ -183,10 +183,10 @@ def write_quality_report(
     plots = []
     for level, names in (("cell", ("cell-prior", "random-cell", "no-search")),
                          ("path", ("searched", "random-path", "cell-prior"))):  # fmt: skip
-        shown = {f"{n}: {GROUPS[n]}": stats[n] for n in names if n in stats}
+        shown = {n + "\n" + GROUPS[n].replace(", ", ",\n"): stats[n] for n in names if n in stats}
         if shown:
-            plots.append(plot_groups(shown, f"{level} level (genotype means)",
-                                     out / "plots" / f"{level}.png"))  # fmt: skip
+            plots.append(plot_groups(shown, f"{level} level", out / "plots" / f"{level}.png",
+                                     dots="genotypes, mean of their seeds"))  # fmt: skip
     depth = tests.get("equal_depth_paths", [])
     depth_lines = [
         f"- depth {d['depth']}, paths {', '.join(' '.join(map(str, p)) for p in d['paths'])}: "
