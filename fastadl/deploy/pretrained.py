@@ -124,9 +124,10 @@ def read_config(folder: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not readable as JSON ({e})") from None
-    if not isinstance(config, dict) or "fastadl_model_folder" not in config:
+    version = config.get("fastadl_model_folder") if isinstance(config, dict) else None
+    if not isinstance(version, int):
         raise CheckpointError(f"{path} is not a fastadl model folder's config")
-    if config["fastadl_model_folder"] > FOLDER_FORMAT:
+    if version > FOLDER_FORMAT:
         raise CheckpointError(
             f"{path}: model folder format {config['fastadl_model_folder']} is newer than this "
             f"fastadl reads ({FOLDER_FORMAT}); upgrade fastadl"
