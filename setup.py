@@ -32,10 +32,5 @@ setup(
             "onnxruntime>=1.18",
         ],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2"],  # python -m fastadl.export --format onnx
-        # The found network as a segmentation_models_pytorch encoder (README). Not in "test":
-        # smp needs torchvision, which has no build beside the CPU torch 2.13.0 CI installs
-        # (installing it would swap CI's torch for a CUDA build); tests/nn/test_smp_encoder.py
-        # skips without it.
-        "smp": ["segmentation-models-pytorch>=0.5"],
     },
 )

@@ -13,8 +13,8 @@ from fastadl.space.random_genotype import random_genotype
 
 smp = pytest.importorskip(
     "segmentation_models_pytorch",
-    reason="segmentation_models_pytorch cannot be imported (pip install 'fastadl[smp]'; it needs "
-    "torchvision, which the CPU build of torch 2.13.0 this project's CI installs has none of)",
+    reason="segmentation_models_pytorch cannot be imported (it needs torchvision, and the CPU "
+    "build of torch 2.13.0 this project and its CI use has no torchvision that imports beside it)",
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")

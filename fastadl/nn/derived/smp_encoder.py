@@ -113,7 +113,7 @@ def register_smp_encoder(
     registry under ``name`` and return the name, for ``smp.Unet(encoder_name=name,
     encoder_weights=None)``. Each model smp builds gets its own copy (smp deep-copies the
     registered params, so a trained network's weights are copied, not shared)."""
-    import segmentation_models_pytorch as smp  # optional: pip install segmentation-models-pytorch
+    import segmentation_models_pytorch as smp  # not a dependency: pip install it (+ torchvision)
 
     if network is not None:
         params = {"network": network}
