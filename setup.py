@@ -18,6 +18,7 @@ setup(
         "pillow>=9.0",
         "cityscapesscripts>=2.2",
         "nvidia-ml-py>=12.0",
+        "safetensors>=0.4",  # model folders' weights (fastadl/deploy/pretrained.py)
     ],
     extras_require={
         "test": [

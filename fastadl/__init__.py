@@ -1,6 +1,13 @@
 """fastadl: a fast, faithful Auto-DeepLab (``from fastadl import MixedOp, SuperNet, PRIMITIVES``)."""
 
-from fastadl.nn import AutoDeepLab, MixedOp, SearchCell, SuperNet, convert_mixed_ops
+from fastadl.nn import (
+    AutoDeepLab,
+    MixedOp,
+    SearchCell,
+    SuperNet,
+    autodeeplab_backbone,
+    convert_mixed_ops,
+)
 from fastadl.space.genotype import PAPER_GENOTYPE, Genotype
 from fastadl.space.primitives import PRIMITIVES
 
@@ -13,5 +20,6 @@ __all__ = [
     "MixedOp",
     "SearchCell",
     "SuperNet",
+    "autodeeplab_backbone",
     "convert_mixed_ops",
 ]

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         metavar="RUN_DIR|FILE",
-        help="a training run directory (its latest checkpoint) or a checkpoint .pt file",
+        help="a training run directory (its latest checkpoint), a checkpoint .pt file or a "
+        "model folder (python -m fastadl.export --format pretrained)",
     )
     p.add_argument("--data", help="dataset (default: the one the network was trained on)")
     p.add_argument("--data-root", help="dataset folder (default: the training run's)")
@@ -53,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scales", type=parse_scales, help="explicit comma-separated scales")
     p.add_argument("--flip", action="store_true", help="also average horizontally flipped inputs")
-    p.add_argument("--out", help="output directory (default: the checkpoint's run directory)")
+    p.add_argument(
+        "--out",
+        help="output directory (default: the checkpoint's run directory; for a checkpoint file "
+        "outside one or a model folder, the current directory)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data loading processes")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")

@@ -3,11 +3,15 @@
 python -m fastadl.export --checkpoint runs/train-S --size 1024x2048 --out model.pt2
 python -m fastadl.export --checkpoint ckpt.pt --size 513x513 --out model.pt2 --dtype bf16
 python -m fastadl.export --checkpoint runs/train-S --size 1024x2048 --out model.onnx --format onnx
+python -m fastadl.export --checkpoint runs/train-S --format pretrained --out autodeeplab-S/
 
 The default format is an AOTInductor model package (.pt2) for one fixed input size, which the
 native runner (``fastadl-infer``, built from CMakeLists.txt) or
 ``torch._inductor.aoti_load_package`` runs; ``--format onnx`` writes an ONNX file instead.
-Both carry the class names, palette, input size and mean/std as metadata.
+Both carry the class names, palette, input size and mean/std as metadata. ``--format
+pretrained`` writes a model folder instead (config.json, model.safetensors, a README.md model
+card: fastadl/deploy/pretrained.py), for any input size, in the layout the Hugging Face Hub
+serves; every ``--checkpoint`` of fastadl takes such a folder.
 """
 
 from __future__ import annotations
@@ -41,18 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         metavar="RUN_DIR|FILE",
-        help="a training run directory (python -m fastadl.train; its latest checkpoint) or a "
-        "checkpoint .pt file",
+        help="a training run directory (python -m fastadl.train; its latest checkpoint), a "
+        "checkpoint .pt file or a model folder (--format pretrained)",
     )
     p.add_argument(
         "--size",
-        required=True,
         type=parse_size,
         metavar="HxW",
         help="the input size the model is compiled for (the runner scales larger images down "
-        "to fit and pads smaller ones)",
+        "to fit and pads smaller ones); needed for aoti and onnx",
     )
-    p.add_argument("--out", required=True, help="the file to write: model.pt2 (or .onnx)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the file to write: model.pt2 (or .onnx); the folder for --format pretrained",
+    )
     p.add_argument(
         "--device",
         default="cpu",
@@ -68,14 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="aoti",
-        choices=("aoti", "onnx"),
-        help="aoti: AOTInductor model package; onnx: ONNX through torch.onnx (dynamo)",
+        choices=("aoti", "onnx", "pretrained"),
+        help="aoti: AOTInductor model package; onnx: ONNX through torch.onnx (dynamo); "
+        "pretrained: a model folder (config.json, model.safetensors, README.md model card)",
     )
     return p
 
 
+def write_folder(args: argparse.Namespace) -> int:
+    """--format pretrained: the model folder of --checkpoint in --out."""
+    from fastadl.deploy.pretrained import save_pretrained
+    from fastadl.runtime.rundir.checkpoint import CheckpointError
+    from fastadl.search.config import ConfigError
+    from fastadl.space.genotype import GenotypeError
+
+    try:
+        out = save_pretrained(args.checkpoint, args.out)
+    except (ConfigError, CheckpointError, GenotypeError, *USER_ERRORS) as e:
+        return fail(str(e))
+    files = sorted(p.name for p in out.iterdir())
+    print(f"wrote the model folder {out} ({', '.join(files)})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.format == "pretrained":
+        return write_folder(args)
+    if args.size is None:
+        return fail(f"--size HxW is needed for --format {args.format}")
 
     # Heavy imports only once arguments are known (keeps --help fast).
     from tqdm import tqdm

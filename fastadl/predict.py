@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         metavar="RUN_DIR|FILE",
-        help="a training run directory (its latest checkpoint) or a checkpoint .pt file",
+        help="a training run directory (its latest checkpoint), a checkpoint .pt file or a "
+        "model folder (python -m fastadl.export --format pretrained)",
     )
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument(

@@ -36,12 +36,18 @@ class LoadedModel:
 
 
 def model_from_checkpoint(path: str | os.PathLike, device: torch.device) -> LoadedModel:
-    """Rebuild the trained network from a run directory (its latest checkpoint) or a file.
+    """Rebuild the trained network from a run directory (its latest checkpoint), a checkpoint
+    file or a model folder (pretrained.py).
 
     Raises CheckpointError / GenotypeError / ConfigError naming the file when it is not a
     training checkpoint or its weights do not fit its genotype.
     """
     path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        # a model folder (pretrained.py, which imports this module: hence imported here)
+        from fastadl.deploy.pretrained import from_pretrained
+
+        return from_pretrained(path, device)
     state = load_checkpoint(path, map_location="cpu")
     missing = [k for k in ("model", "config", "genotype", "class_names") if k not in state]
     if missing and "architect" in state:  # what fastadl/search/searcher.py saves

@@ -172,14 +172,14 @@ class AutoDeepLab(nn.Module):
         self.stem = Stem(stem_channels, in_channels)
         channels = [stem_channels[1], stem_channels[2]]  # H^{-1}, H^0
         self.cells = nn.ModuleList()
-        self._upsample: list[bool] = []
+        self.upsample_before: list[bool] = []  # cell i's H^{l-1} is upsampled (path goes up)
         prev_level = 0  # the stem's output is at /4
         for level in self.path:
             C = filter_multiplier * 2**level
             stride = 2 if level == prev_level + 1 else 1
             cell = DerivedCell(genotype.cell, channels[-2], channels[-1], C, stride)
             self.cells.append(cell)
-            self._upsample.append(level == prev_level - 1)
+            self.upsample_before.append(level == prev_level - 1)
             channels.append(cell.out_channels)
             prev_level = level
 
@@ -258,18 +258,30 @@ class AutoDeepLab(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        if self.input_scale is not None:
-            x = x * self.input_scale + self.input_shift
-        h_prev_prev, h_prev = self.stem(x)
-        sizes = [tuple(h_prev.shape[-2:])]  # level 0 = /4; level k+1 = ceil(level k / 2)
-        while len(sizes) < 4:
-            sizes.append(tuple(math.ceil(s / 2) for s in sizes[-1]))
-        low = None
-        for i, (cell, level) in enumerate(zip(self.cells, self.path, strict=True)):
-            s1 = resize(h_prev, sizes[level]) if self._upsample[i] else h_prev
-            h_prev_prev, h_prev = h_prev, cell(h_prev_prev, s1)
-            if i == self.low_level_cell:
-                low = h_prev
-        y = self.aspp(torch.relu(h_prev))
+        low, last = trunk(self, x, (2 + self.low_level_cell, 1 + len(self.cells)))
+        y = self.aspp(torch.relu(last))
         y = self.decoder(y, low)
         return resize(y, (H, W))
+
+
+def trunk(net: nn.Module, x: torch.Tensor, keep: Sequence[int]) -> list[torch.Tensor]:
+    """The input affine, stem and cells of ``net``; returns the outputs at positions ``keep``.
+
+    net: an AutoDeepLab, or a module holding its stem, cells, path, upsample_before and input
+    affine (backbone.py's AutoDeepLabFeatures). Positions: 0 = the stem's /2 tap H^{-1},
+    1 = its /4 output H^0, 2 + i = cell i's output (at level path[i]). Only the kept outputs
+    stay alive (inference memory).
+    """
+    if net.input_scale is not None:
+        x = x * net.input_scale + net.input_shift
+    h_prev_prev, h_prev = net.stem(x)
+    kept = {k: v for k, v in ((0, h_prev_prev), (1, h_prev)) if k in keep}
+    sizes = [tuple(h_prev.shape[-2:])]  # level 0 = /4; level k+1 = ceil(level k / 2)
+    while len(sizes) < 4:
+        sizes.append(tuple(math.ceil(s / 2) for s in sizes[-1]))
+    for i, (cell, level) in enumerate(zip(net.cells, net.path, strict=True)):
+        s1 = resize(h_prev, sizes[level]) if net.upsample_before[i] else h_prev
+        h_prev_prev, h_prev = h_prev, cell(h_prev_prev, s1)
+        if 2 + i in keep:
+            kept[2 + i] = h_prev
+    return [kept[k] for k in keep]
