@@ -151,6 +151,10 @@ PRESETS: dict[str, SearchConfig] = {
         # 0.10-0.15 of uniform; 0.05 lets α and β move as far as their noisy gradients allow
         # (docs/SEARCH_QUALITY.md: 0.03 and 0.1 measured beside it).
         arch_lr=0.05,
+        # The cell by perturbation, not by α's magnitudes (**decision**, docs/SEARCH_QUALITY.md):
+        # α-decoding collapses to 5-6 skip_connects of 6 here, and those cells retrain worse
+        # than random ones on the probe network; perturbation's keep 3 of 6 (seeds 0, 1).
+        op_selection="perturbation",
     ),
 }
 

@@ -42,6 +42,7 @@ STEP = dataclasses.replace(
     threads=0,
     device="cpu",
     checkpoint_minutes=0.0,
+    op_selection="alpha",  # the steps are compared; the selection after them has its own tests
 )
 
 

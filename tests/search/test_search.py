@@ -31,6 +31,7 @@ MICRO = dataclasses.replace(
     batch_size=4,
     backend="reference",
     device="cpu",
+    op_selection="alpha",  # the loop's tests; perturbation has its own (test_perturbation.py)
 )
 
 
