@@ -39,6 +39,11 @@ class SearchConfig(LoopConfig):
         choices=BACKENDS,
     )
     recompute: bool = option(False, "keep only cell inputs for backward and recompute the rest")
+    cuda_graphs: bool = option(
+        False,
+        "capture the weight and α/β steps as CUDA graphs (CUDA only; the capture is not "
+        "implemented yet, so the flag is refused on every device)",
+    )
     # schedule (§3)
     arch_start_epoch: int = option(20, "α/β updates begin after this many epochs", min=0)
     w_lr: float = option(0.025, "weight SGD learning rate at the start of the cosine", min=0)
