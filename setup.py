@@ -11,7 +11,9 @@ setup(
     package_data={"fastadl.kernels.cpu": ["*.cpp", "*.h"]},  # built at first use
     install_requires=[
         "torch>=2.4",
-        "triton>=3.0",
+        # the kernels read triton.knobs (TRITON_INTERPRET), new in 3.4; CUDA builds of torch pin
+        # their Triton, so on CUDA this means torch >= 2.8 (2.7 pins 3.3)
+        "triton>=3.4",
         "numpy>=1.24",
         "tqdm>=4.60",
         "matplotlib>=3.7",

@@ -8,7 +8,9 @@ Every backend available on the device is compared with ``reference`` — one edg
 four trellis levels, a cell, a small SuperNet in training and eval mode — on outputs, every
 gradient (inputs, op weights, α, β) and the BatchNorm running statistics, in float32 and under
 bfloat16 autocast; then an edge, a cell and a search iteration (weight step + α/β step) are
-timed per backend. It prints a table and PASS or FAIL, exit status 0 or 1.
+timed per backend. It prints a table, what ``auto`` runs on the device (a search cell: the
+cell-level path, on C++ kernels on CPU and ATen ops on CUDA; a lone edge: triton or fused;
+fastadl/ops/dispatch.py::auto_summary) and PASS or FAIL, exit status 0 or 1.
 
 Everything goes through the public modules (MixedOp, SearchCell, SuperNet with ``backend=``),
 so whatever fast path sits behind them is what is checked. A triton failure is recorded for

@@ -164,7 +164,7 @@ def triton_verdict_from(rows: list[Row]):
 
 
 def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progress: bool) -> bool:
-    from fastadl.ops.dispatch import auto_backend
+    from fastadl.ops.dispatch import auto_summary
     from fastadl.ops.triton.check import record_verdict
 
     usable, interpreted, why = triton_status(device, quick)
@@ -203,7 +203,7 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
     verdict = triton_verdict_from(rows)
     if usable and device.type == "cuda":
         record_verdict(device, verdict, f"python -m fastadl.selfcheck (pid {os.getpid()})")
-    print(f"\nauto on {device}: {auto_backend(device)}")
+    print(f"\nauto on {device}: {auto_summary(device)}")
     if not verdict.ok and device.type == "cuda":
         print("triton FAILED here: auto will not pick it on this device (recorded for later runs)")
     checked = sum(r.status != "SKIP" for r in rows)

@@ -6,6 +6,11 @@ fastadl/ops/edge/fused.py, ``triton`` fastadl/ops/triton/backend.py (imported on
 ``import fastadl`` never imports Triton). ``auto`` picks triton for a CUDA tensor on a device
 where the Triton kernels passed their smoke check (fastadl/ops/triton/check.py: run once per
 device, cached), fused otherwise.
+
+That is what a lone edge runs. A search cell (SearchCell, SuperNet) whose edges are ``auto`` or
+``fused`` runs the cell-level path instead, on every device (fastadl/ops/cell/fast.py), so
+Triton never runs in a search: on a CPU the path's calls take the C++ kernels, on CUDA their
+ATen twins (``auto_summary`` says which, for the self-check's report and the search's help).
 """
 
 from __future__ import annotations
@@ -52,6 +57,27 @@ def auto_backend(device: torch.device) -> str:
     from fastadl.ops.triton.check import triton_verdict
 
     return "triton" if triton_verdict(device).ok else "fused"
+
+
+def cell_path_ops(device: torch.device) -> str:
+    """What the cell-level path's calls run on ``device``: "C++ kernels" where
+    fastadl/kernels/cpu serves it (a CPU, the library built), "ATen ops" elsewhere (CUDA)."""
+    from fastadl.kernels.cpu import serves
+
+    return "C++ kernels" if serves(device) else "ATen ops"
+
+
+def auto_summary(device: torch.device, edge_backend: str | None = None) -> str:
+    """One line: what ``auto`` runs on ``device`` in a search cell and in a lone edge
+    (``edge_backend``, or auto_backend(device), which on CUDA runs the Triton check once)."""
+    from fastadl.ops.cell.fast import CELL_BACKENDS
+
+    assert "auto" in CELL_BACKENDS  # the sentence below says so
+    edge = edge_backend or auto_backend(device)
+    return (
+        f"search cells: the cell-level path on {cell_path_ops(device)}; "
+        f"a lone MixedOp (or an edge outside that path): {edge}"
+    )
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:

@@ -65,10 +65,17 @@ def init_distributed(device: str | torch.device) -> torch.device:
 
     device: the requested device ("cpu", "cuda", "cuda:1", ...). Under torchrun with CUDA each
     process takes cuda:LOCAL_RANK (the index in ``device`` is ignored); NCCL for CUDA, gloo for CPU.
+    A CUDA device becomes the process's current device before anything else runs on it: the
+    loader's pin-memory thread and the telemetry ask torch for the current device, and with
+    ``cuda:1`` left at the default they would open a context on, and report, GPU 0.
     """
     device = torch.device(device)
     ws = int(os.environ.get("WORLD_SIZE", "1"))
     if ws <= 1:
+        if device.type == "cuda":
+            if device.index is None:  # "cuda": the current device, named by its index
+                device = torch.device("cuda", torch.cuda.current_device())
+            torch.cuda.set_device(device)
         return device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":

@@ -35,9 +35,19 @@ class SearchConfig(LoopConfig):
     layers: int = option(12, "trellis layers L", min=1)
     filter_multiplier: int = option(8, "filter multiplier F (channels per block at /4)", min=1)
     block_multiplier: int = option(5, "blocks per cell B", min=1)
-    backend: str = option("auto", "mixed-op implementation (auto: triton on CUDA, else fused)",
-                          choices=BACKENDS)  # fmt: skip
+    backend: str = option(  # auto's meaning: fastadl/ops/dispatch.py::auto_summary
+        "auto",
+        "mixed-op implementation; auto: every search cell runs the cell-level path (C++ kernels "
+        "on CPU, ATen ops on CUDA; no Triton), an edge outside it triton on CUDA where the "
+        "Triton check passed, else fused",
+        choices=BACKENDS,
+    )
     recompute: bool = option(False, "keep only cell inputs for backward and recompute the rest")
+    cuda_graphs: bool = option(
+        False,
+        "capture the weight and α/β steps as CUDA graphs (CUDA only; the capture is not "
+        "implemented yet, so the flag is refused on every device)",
+    )
     # schedule (§3)
     arch_start_epoch: int = option(20, "α/β updates begin after this many epochs", min=0)
     arch_start_fraction: float = option(

@@ -39,7 +39,7 @@ from fastadl.search.arch_stats import (
     skip_count,
 )
 from fastadl.search.architect import Architect
-from fastadl.search.config import SearchConfig
+from fastadl.search.config import ConfigError, SearchConfig
 from fastadl.search.flat_sgd import search_weight_optimizer
 from fastadl.search.perturbation import select_inputs, select_ops
 from fastadl.space.genotype import Genotype, decode_cell, viterbi
@@ -316,9 +316,27 @@ def run_search(
     run_dir = Path(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = dist.init_distributed(dist.resolve_device(cfg.device))
+    device = dist.resolve_device(cfg.device)
+    check_cuda_graphs(cfg, device)
+    device = dist.init_distributed(device)
     task = Search(cfg, run_dir, device, resume)
     return run_loop(task, cfg, run_dir, resume=resume, progress=progress)
+
+
+def check_cuda_graphs(cfg: SearchConfig, device: torch.device) -> None:
+    """A ConfigError (one line, naming the flag) for --cuda-graphs: off CUDA there is nothing
+    to capture; on CUDA the capture of the steps is not written yet (issue 26)."""
+    if not cfg.cuda_graphs:
+        return
+    if device.type != "cuda":
+        raise ConfigError(
+            f"--cuda-graphs needs a CUDA device, and --device {cfg.device} is {device.type} "
+            "here; leave --cuda-graphs off"
+        )
+    raise ConfigError(
+        "--cuda-graphs: capturing the search steps as CUDA graphs is not implemented yet; "
+        "run without it"
+    )
 
 
 def save_plots(run_dir: Path, model: SuperNet, path: tuple[int, ...], metrics_path: Path) -> None:

@@ -61,6 +61,15 @@ def at_least_float32(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
+@functools.cache
+def _device_mask(layers: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(transition_mask(layers), its rows' any()) on ``device``, made once: a host-to-device
+    copy at every forward would make each forward on CUDA wait for the host (and cannot be
+    part of a CUDA graph). Read-only: every caller shares them."""
+    mask = transition_mask(layers).to(device)
+    return mask, mask.any(-1, keepdim=True)
+
+
 def normalize_betas(betas: torch.Tensor) -> torch.Tensor:
     """Paper Eq. 7: softmax over each source node's *outgoing* edges.
 
@@ -70,8 +79,11 @@ def normalize_betas(betas: torch.Tensor) -> torch.Tensor:
     """
     if betas.dim() != 3 or betas.shape[1:] != (NUM_LEVELS, 3):
         raise ValueError(f"betas must have shape (L, 4, 3), got {tuple(betas.shape)}")
-    mask = transition_mask(betas.shape[0]).to(betas.device)
-    row_exists = mask.any(-1, keepdim=True)
+    if type(betas) is torch.Tensor:  # a real tensor: the mask made once per device
+        mask, row_exists = _device_mask(betas.shape[0], betas.device)
+    else:  # FakeTensor, tracing wrappers: no tensor of theirs may outlive their mode
+        mask = transition_mask(betas.shape[0]).to(betas.device)
+        row_exists = mask.any(-1, keepdim=True)
     logits = betas.to(at_least_float32(betas)).masked_fill(~mask, float("-inf"))
     logits = torch.where(row_exists, logits, torch.zeros_like(logits))  # no all -inf rows
     return torch.where(mask, logits.softmax(-1), torch.zeros_like(logits))

@@ -118,6 +118,20 @@ def test_distributed_helpers_are_noops_in_one_process():
     distributed.cleanup()
 
 
+def test_a_cuda_device_becomes_the_process_s_current_device(monkeypatch):
+    """--device cuda:N in one process: set_device(N) before the loader's pin-memory thread and
+    the telemetry ask for the current device (they would open and report GPU 0); plain "cuda" is
+    the current device, named by its index."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(torch.device(d)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    assert distributed.init_distributed("cuda:1") == torch.device("cuda", 1)
+    assert calls == [torch.device("cuda", 1)]
+    assert distributed.init_distributed("cuda") == torch.device("cuda", 2)
+    assert calls[-1] == torch.device("cuda", 2)
+    assert distributed.init_distributed("cpu") == torch.device("cpu") and len(calls) == 2
+
+
 def _worker(out_dir: str) -> None:
     device = distributed.init_distributed("cpu")
     rank = distributed.rank()

@@ -197,6 +197,13 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, argv, fragment):
     assert not (tmp_path / "r" / "config.json").exists()
 
 
+def test_cuda_graphs_off_cuda_is_a_one_line_error(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "r"), "--cuda-graphs", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --cuda-graphs needs a CUDA device") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["--resume", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "config.json" in capsys.readouterr().err

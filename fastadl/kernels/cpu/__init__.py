@@ -199,7 +199,14 @@ def vector_floats() -> int:
     return 0 if lib is None else lib.fastadl_vector_floats()
 
 
+def serves(device: torch.device) -> bool:
+    """Whether the kernels run on ``device``: built, and the CPU (they read and write host
+    memory through data pointers, so a CUDA tensor always takes the callers' ATen route)."""
+    return device.type == "cpu" and library() is not None
+
+
 def accepts(t) -> bool:
-    """Whether the kernels are built and take tensor t: a plain CPU tensor (not a subclass such
-    as FakeTensor or a tracing wrapper, whose data pointer is not real data), float32/64."""
-    return type(t) is torch.Tensor and t.is_cpu and t.dtype in _SUFFIX and library() is not None
+    """Whether the kernels are built and take tensor t: a plain tensor (not a subclass such as
+    FakeTensor or a tracing wrapper, whose data pointer is not real data), float32/64, on a
+    device they serve."""
+    return type(t) is torch.Tensor and t.dtype in _SUFFIX and serves(t.device)

@@ -34,7 +34,9 @@ class MixedOp(nn.Module):
     affine=False and run the reference otherwise).
     The op modules live in ``self.ops`` (index k = primitives[k], `none` included as a
     parameter-free placeholder) whatever the backend, so state_dicts move between backends.
-    backend: "auto" (triton on CUDA tensors, fused otherwise), "fused", "triton" or "reference".
+    backend: "auto" (a lone MixedOp: triton on CUDA tensors where the Triton check passed, fused
+    otherwise; inside a SearchCell the cell-level path, fastadl/ops/dispatch.py::auto_summary),
+    "fused", "triton" or "reference".
     recompute: the fused backend keeps only the edge's input for backward and recomputes the
     intermediates there (less memory, about one more forward of time).
     """

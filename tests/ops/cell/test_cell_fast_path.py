@@ -7,11 +7,15 @@ weight, of α and β, and the BatchNorm running statistics after several trainin
 training and eval mode, on small odd-sized trellises. Whole supernets with α, β far from
 uniform are ill-conditioned in float32, so float64 is the exact check and float32 is required
 to be about as close to float64 as the float32 reference is.
+
+The whole-cell and whole-supernet checks run on the C++ kernels' route and with every kernel
+off (the ``cpu_kernels`` fixture, tests/conftest.py): the second is the route CUDA runs.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -20,9 +24,8 @@ from torch import nn
 
 from fastadl import PRIMITIVES, SearchCell, SuperNet, convert_mixed_ops
 from fastadl.kernels.cpu import accepts
-from fastadl.ops.cell import conv_runs, fanout
+from fastadl.ops.cell import fanout
 from fastadl.ops.cell import fast as cell_fast
-from fastadl.ops.cell.cpu import dw_crop
 from fastadl.ops.cell.cpu.groups import group_forward
 from fastadl.ops.cell.cpu.rows import NATIVE_POINTWISE_CHANNELS
 from fastadl.ops.cell.function import CellFunction
@@ -63,38 +66,53 @@ def assert_same(got, want, what: str = "", tol: float = 1e-7) -> None:
         )
 
 
-@pytest.mark.numerics
-@pytest.mark.parametrize("cpu_kernels", ["C++ kernels", "ATen only"])
-@pytest.mark.parametrize("B", [3, 5])
-def test_supernet_is_the_reference_function_in_float64(B, cpu_kernels, monkeypatch):
-    if cpu_kernels == "ATen only":  # the depthwise convs' route without fastadl/kernels/cpu
-        monkeypatch.setattr(conv_runs, "NATIVE_MAX_PIXELS", 0)
-        monkeypatch.setattr(dw_crop, "NATIVE_WGRAD_MAX_PIXELS", 0)
+def supernet_run(net: nn.Module, x: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Three training-mode forward/backward passes (running statistics move between them), the
+    buffers after them, then one in eval mode."""
+    train = [outputs_and_grads(net, x, step) for step in range(3)]
+    buffers = list(net.buffers())
+    net.eval()
+    return [*train, buffers, outputs_and_grads(net, x)]
+
+
+@functools.cache
+def reference_run(B: int) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    """(input, supernet_run of the reference trellis), shared by the routes."""
     ref = trellis(B)
-    fast = fast_copy(ref)
     x = torch.randn(2, 3, 19, 23, dtype=torch.float64)  # odd sizes: 10×12 … 2×3 maps
-    for step in range(3):  # training mode; running statistics move between steps
-        assert_same(outputs_and_grads(fast, x, step), outputs_and_grads(ref, x, step), "train")
-    assert_same(list(fast.buffers()), list(ref.buffers()), "buffer")
-    ref.eval()
-    fast.eval()
-    assert_same(outputs_and_grads(fast, x), outputs_and_grads(ref, x), "eval")
+    return x, supernet_run(ref, x)
 
 
 @pytest.mark.numerics
+@pytest.mark.parametrize(
+    "cpu_kernels", ["C++ kernels", "ATen depthwise convs", "no C++ kernels"], indirect=True
+)
 @pytest.mark.parametrize("B", [3, 5])
-def test_supernet_float32_is_as_close_to_float64_as_the_float32_reference(B):
+def test_supernet_is_the_reference_function_in_float64(B, cpu_kernels):
+    x, want = reference_run(B)
+    got = supernet_run(fast_copy(trellis(B)), x)
+    for what, a, b in zip(["train"] * 3 + ["buffer", "eval"], got, want, strict=True):
+        assert_same(a, b, what)
+
+
+@functools.cache
+def float32_reference(B: int) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(input, float32 reference's, float64 reference's outputs_and_grads)."""
     ref64 = trellis(B)
     ref32 = copy.deepcopy(ref64).float()
-    fast32 = fast_copy(ref32)
     x = torch.randn(2, 3, 17, 21, dtype=torch.float64)
-    assert_as_close_to_float64(
-        outputs_and_grads(fast32, x.float()), outputs_and_grads(ref32, x.float()),
-        outputs_and_grads(ref64, x),
-    )  # fmt: skip
+    return x, outputs_and_grads(ref32, x.float()), outputs_and_grads(ref64, x)
 
 
-def test_running_statistics_follow_the_sequential_per_path_updates():
+@pytest.mark.numerics
+@pytest.mark.parametrize("B", [3, 5])
+def test_supernet_float32_is_as_close_to_float64_as_the_float32_reference(B, cpu_kernels):
+    x, ref32, ref64 = float32_reference(B)
+    fast32 = fast_copy(trellis(B).float())
+    assert_as_close_to_float64(outputs_and_grads(fast32, x.float()), ref32, ref64)
+
+
+def test_running_statistics_follow_the_sequential_per_path_updates(cpu_kernels):
     """Several SGD steps on both networks: weights, α, β and every BN buffer stay together
     (each stacked evaluation updates a module as P sequential reference evaluations would)."""
     ref = trellis(3)
@@ -123,11 +141,22 @@ def test_running_statistics_follow_the_sequential_per_path_updates():
     ],
 )
 @pytest.mark.parametrize(("C", "size"), [(3, (9, 7)), (17, (4, 4)), (5, (2, 3)), (8, (5, 3))])
-@pytest.mark.parametrize("route", ["group kernel", "per-kernel calls"])
-def test_search_cell_on_three_paths_matches_reference(prims, C, size, route, monkeypatch):
+@pytest.mark.parametrize(
+    ("route", "cpu_kernels"),
+    [
+        ("group kernel", "C++ kernels"),
+        ("per-kernel calls", "C++ kernels"),
+        ("per-kernel calls", "no C++ kernels"),
+    ],
+    indirect=["cpu_kernels"],
+)
+def test_search_cell_on_three_paths_matches_reference(
+    prims, C, size, route, cpu_kernels, monkeypatch
+):
     """SearchCell.forward_paths (one trellis node) for any primitive subset, both pointwise
     GEMM layouts (C < 16 block-diagonal, C >= 16 batched) and merged/cropped conv runs; the
-    groups' forward as one C++ call (fastadl/ops/cell/cpu/groups.py) and as separate calls."""
+    groups' forward as one C++ call (fastadl/ops/cell/cpu/groups.py), as separate C++ calls,
+    and with no C++ kernel at all (CUDA's route)."""
     calls = []
     if route == "per-kernel calls":
         monkeypatch.setattr(fanout, "group_native_ok", lambda *a: False)
@@ -176,7 +205,7 @@ def test_one_autograd_node_per_trellis_node(monkeypatch):
     assert len(calls) == 9 and sum(calls) == 15  # 9 nodes at L = 3, 15 cell evaluations
 
 
-def test_eval_falls_back_where_loaded_pool_statistics_differ(monkeypatch):
+def test_eval_falls_back_where_loaded_pool_statistics_differ(cpu_kernels, monkeypatch):
     """In eval mode the edges reading one state share a pool BN result only if their running
     statistics agree; a loaded state where they do not is run edge by edge (still correct)."""
     torch.manual_seed(0)
@@ -223,7 +252,7 @@ def test_stacked_statistics_survive_conversion_and_loading():
         assert_same(list(net.state_dict().values()), list(ref.state_dict().values()), "state")
 
 
-def test_cell_recompute_gives_the_same_gradients_and_saves_only_inputs():
+def test_cell_recompute_gives_the_same_gradients_and_saves_only_inputs(cpu_kernels):
     torch.manual_seed(0)
     ref = SearchCell(6, 3, backend="fused").double().train()
     rec = convert_mixed_ops(copy.deepcopy(ref), "fused", recompute=True)

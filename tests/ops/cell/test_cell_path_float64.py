@@ -18,25 +18,22 @@ the kernels' sums what decides it: building them for AVX2 or AVX-512 leaves ever
 (to 3 digits), and computing the 1×1 weight gradients in float64 barely moves them.
 So what must hold is per group of gradients (the output, the input, α, β, all weights): the
 root mean square of the cell path's errors within 3× of the reference's (docs/TESTING.md has
-the per-tensor figures).
+the per-tensor figures). It runs on the C++ kernels' route and with every kernel off (CUDA's
+route; the ``cpu_kernels`` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import pytest
 import torch
 
 from fastadl import SuperNet
-from fastadl.kernels.cpu import library
 
-pytestmark = [
-    pytest.mark.numerics,
-    pytest.mark.usefixtures("one_thread"),
-    pytest.mark.skipif(library() is None, reason="the C++ kernels are not built"),
-]
+pytestmark = [pytest.mark.numerics, pytest.mark.usefixtures("one_thread")]
 
 FACTOR = 3.0
 # a few float32 ulps of 1.0: where the reference's error is 0 (a gradient it gets exactly),
@@ -69,17 +66,27 @@ def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return err / scale if scale > 0 else err
 
 
-@pytest.fixture(scope="module")
-def errors() -> tuple[dict[str, float], dict[str, float]]:
-    """(cell path's, float32 reference's) error from float64 per tensor."""
+X = torch.randn(2, 3, 49, 53, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+
+@functools.cache
+def reference() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
+    """(float32 weights, float64 outputs and gradients, float32 reference's error per tensor)."""
     ref64 = supernet("reference").train()
     ref32 = copy.deepcopy(ref64).float()
+    state32 = copy.deepcopy(ref32.state_dict())  # before its forward moves the statistics
+    want = outputs_and_grads(ref64, X)
+    e_ref = {k: rel_error(v, want[k]) for k, v in outputs_and_grads(ref32, X.float()).items()}
+    return state32, want, e_ref
+
+
+@pytest.fixture
+def errors(cpu_kernels) -> tuple[dict[str, float], dict[str, float]]:
+    """(cell path's, float32 reference's) error from float64 per tensor."""
+    state32, want, e_ref = reference()
     fast32 = SuperNet(5, layers=4, filter_multiplier=2, block_multiplier=5, backend="auto")
-    fast32.load_state_dict(ref32.state_dict())
-    x = torch.randn(2, 3, 49, 53, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    want = outputs_and_grads(ref64, x)
-    e_ref = {k: rel_error(v, want[k]) for k, v in outputs_and_grads(ref32, x.float()).items()}
-    e_fast = {k: rel_error(v, want[k]) for k, v in outputs_and_grads(fast32, x.float()).items()}
+    fast32.load_state_dict(state32)
+    e_fast = {k: rel_error(v, want[k]) for k, v in outputs_and_grads(fast32, X.float()).items()}
     return e_fast, e_ref
 
 
