@@ -111,21 +111,23 @@ def _patched():
         _state.launch = (getattr(self.fn, "__name__", str(self.fn)), spans)
         return args_hst, kwargs_hst
 
-    def load(self, ptrs, mask, other, cache_policy, is_volatile):
+    # The trailing arguments (cache and eviction policy, volatility, scope) differ between
+    # Triton versions (3.6: cache_policy; 3.8: cache_modifier, eviction_policy): passed on as is.
+    def load(self, ptrs, mask, *rest):
         _check("load", ptrs, mask)
-        return orig_load(self, ptrs, mask, other, cache_policy, is_volatile)
+        return orig_load(self, ptrs, mask, *rest)
 
-    def store(self, ptrs, value, mask, cache_policy):
+    def store(self, ptrs, value, mask, *rest):
         _check("store", ptrs, mask)
-        return orig_store(self, ptrs, value, mask, cache_policy)
+        return orig_store(self, ptrs, value, mask, *rest)
 
-    def rmw(self, rmwOp, ptr, val, mask, sem, scope):
+    def rmw(self, rmw_op, ptr, val, mask, *rest):
         _check("atomic", ptr, mask)
-        return orig_rmw(self, rmwOp, ptr, val, mask, sem, scope)
+        return orig_rmw(self, rmw_op, ptr, val, mask, *rest)
 
-    def cas(self, ptr, cmp, val, sem, scope):
+    def cas(self, ptr, *rest):
         _check("atomic", ptr, None)
-        return orig_cas(self, ptr, cmp, val, sem, scope)
+        return orig_cas(self, ptr, *rest)
 
     return [
         (interp.GridExecutor, "_init_args_hst", init_args_hst),
