@@ -18,6 +18,8 @@ setup(
         "pillow>=9.0",
         "cityscapesscripts>=2.2",
         "nvidia-ml-py>=12.0",
+        # event files in every run directory (torch.utils.tensorboard needs it; --no-tensorboard)
+        "tensorboard>=2.14",
     ],
     extras_require={
         "test": [

@@ -13,6 +13,7 @@ study killed at any moment continues from what it finished by running the same c
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,6 +146,9 @@ def run_jobs(
     """
     from tqdm import tqdm
 
+    from fastadl.runtime.hooks import live_output
+
+    live = live_output()  # a terminal: a live bar; a log: one plain line per run started
     results: list[dict] = []
     done = [read_result(out, j) for j in jobs]
     bar = tqdm(
@@ -152,19 +156,24 @@ def run_jobs(
         initial=sum(r is not None for r in done),
         desc="study",
         unit="run",
-        disable=not progress,
+        disable=not (progress and live),
         dynamic_ncols=True,
         position=0,
     )
     for job, result in zip(jobs, done, strict=True):
         if result is None:
             bar.set_postfix_str(job.name)
+            if progress and not live:
+                print(
+                    f"study: run {bar.n + 1}/{len(jobs)}: {job.name}", file=sys.stderr, flush=True
+                )
             result = run_job(out, job, progress)
             bar.update()
             if progress:
                 miou = result["val_miou"]
                 shown = "n/a" if miou is None else f"{miou:.4f}"
                 tqdm.write(f"{job.name}: final val mIoU {shown}")
+                sys.stdout.flush()
         results.append(result)
         if after_each is not None:
             after_each(results)
