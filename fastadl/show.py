@@ -12,9 +12,10 @@ examples:
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from fastadl.runtime.cli import command_parser, fail, parse
+from fastadl.runtime.cli import fail, parse
 
 
 def describe(genotype) -> str:
@@ -31,8 +32,13 @@ def describe(genotype) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    doc = __doc__.strip().replace("``", "")
-    parser = command_parser("python -m fastadl.show", doc.split("\n\n", 1)[1])
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        """The examples as written, the defaults shown."""
+
+    doc = __doc__.strip().replace("``", "").split("\n\n", 1)[1]
+    parser = argparse.ArgumentParser(
+        prog="python -m fastadl.show", description=doc, formatter_class=Formatter
+    )
     parser.add_argument(
         "genotype", metavar="GENOTYPE", help="paper, paper:N, a genotype.json or a run directory"
     )

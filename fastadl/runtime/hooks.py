@@ -140,6 +140,8 @@ class LineProgress:
             return
         self.last = now
         total = spe * loop.cfg.epochs
+        if loop.cfg.max_steps:  # the run stops there
+            total = min(total, loop.cfg.max_steps)
         rate = (loop.step - self.step0) / max(now - self.t0, 1e-9)
         eta = clock_text((total - loop.step) / rate) if rate > 0 else "?"
         fields = [f"loss {record['loss']:.4f}"]
@@ -263,26 +265,34 @@ class ValidationHook(HookBase):
 class TensorBoardHook(HookBase):
     """TensorBoard event files in the run directory (rank 0, when ``cfg.tensorboard``): the same
     step and epoch records as metrics.jsonl, the genotype, the plots (rundir/tensorboard.py).
-    Acts after ValidationHook, whose task report draws the epoch's plots."""
+    Acts after ValidationHook, whose task report draws the epoch's plots. The event file is
+    created with the first record, so a run refused before its first step leaves none."""
 
     def __init__(self) -> None:
         self.board: RunBoard | None = None
+        self.on, self.purge_step, self.genotype = False, None, None
 
     def before_train(self, loop: Loop) -> None:
-        if not (loop.main and getattr(loop.cfg, "tensorboard", False)):
-            return
+        self.on = loop.main and getattr(loop.cfg, "tensorboard", False)
         # a resumed run hides what an earlier process wrote after the checkpoint's step
-        self.board = open_board(loop.run_dir, purge_step=loop.step + 1)
+        self.purge_step = loop.step + 1
         genotype = getattr(loop.task, "genotype", None)  # a retraining's, known from the start
-        if self.board and genotype is not None and loop.step == 0:
-            self.board.genotype(0, genotype.to_dict())
+        self.genotype = genotype.to_dict() if genotype is not None and loop.step == 0 else None
+
+    def open(self, loop: Loop) -> RunBoard | None:
+        if self.on and self.board is None:
+            self.on = False  # one try: without the tensorboard package it said so once
+            self.board = open_board(loop.run_dir, purge_step=self.purge_step)
+            if self.board and self.genotype is not None:
+                self.board.genotype(0, self.genotype)
+        return self.board
 
     def after_step(self, loop: Loop, record: dict[str, Any]) -> None:
-        if self.board:
+        if self.open(loop):
             self.board.step(record)
 
     def after_epoch(self, loop: Loop, record: dict[str, Any] | None) -> None:
-        if self.board and record is not None:
+        if record is not None and self.open(loop):
             self.board.epoch(loop.step, record)
             self.board.plots(loop.step, loop.run_dir / "plots")
             self.board.flush()

@@ -27,7 +27,6 @@ from fastadl.runtime.rundir.metrics_log import read
 from fastadl.runtime.rundir.plots import plot_curves
 from fastadl.runtime.steps import sgd, weight_step
 from fastadl.runtime.validation import validation_scores
-from fastadl.search.diagrams import save_diagrams
 from fastadl.space.genotype import Genotype, GenotypeError
 from fastadl.train.config import TrainConfig
 from fastadl.train.model import build_model, load_genotype
@@ -163,5 +162,4 @@ def run_train(
     if dist.is_main_process() and loaded is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         genotype.save(run_dir / "genotype.json")
-        save_diagrams(genotype, run_dir / "plots")  # what is trained, as in the search's plots
     return run_loop(task, cfg, run_dir, resume=resume, progress=progress, loaded=loaded)

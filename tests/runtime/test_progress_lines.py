@@ -46,7 +46,7 @@ class FakeClock:
 
 def fake_loop(steps_per_epoch: int, epochs: int):
     task = SimpleNamespace(steps_per_epoch=steps_per_epoch)
-    cfg = SimpleNamespace(epochs=epochs)
+    cfg = SimpleNamespace(epochs=epochs, max_steps=0)
     return SimpleNamespace(task=task, cfg=cfg, step=0, epoch=0, position=0)
 
 
@@ -102,7 +102,9 @@ def test_search_output_redirected_to_a_file_has_plain_lines(tmp_path):
     lines = text.splitlines()
     assert len(lines) <= seconds, (seconds, lines)
     steps = [line for line in lines if line.startswith("step ")]
-    assert [s.split(" (")[0] for s in steps] == ["step 2/6", "step 4/6", "step 6/6"], lines
+    done_steps = [int(s.split(" (")[0].split()[1].split("/")[0]) for s in steps]
+    # each epoch's end, and on a slow machine a line every 30 s between them
+    assert {2, 4, 6} <= set(done_steps) and done_steps == sorted(set(done_steps)), lines
     assert all("loss " in s and "img/s" in s and "ETA " in s for s in steps), steps
     assert sum(line.startswith("epoch ") and "val mIoU" in line for line in lines) == 3
     # 8 + 8 images, batch 4: too short, said first, with the numbers and the flag
@@ -114,8 +116,8 @@ def test_training_progress_in_a_log_has_plain_lines(tmp_path, capfd):
     assert train_main([*SMALL_TRAIN, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
     err = capfd.readouterr().err
     assert "\r" not in err
-    steps = [line for line in err.splitlines() if line.startswith("step ")]
-    assert [s.split(" (")[0] for s in steps] == ["step 4/8", "step 8/8"], err
+    steps = [line.split(" (")[0] for line in err.splitlines() if line.startswith("step ")]
+    assert "step 4/8" in steps and steps[-1] == "step 8/8", err
     assert "warning: short schedule: 4 steps per epoch" in err and "--epochs 125" in err
 
 
