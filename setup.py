@@ -21,6 +21,8 @@ setup(
         "cityscapesscripts>=2.2",
         "nvidia-ml-py>=12.0",
         "safetensors>=0.4",  # model folders' weights (fastadl/deploy/pretrained.py)
+        # event files in every run directory (torch.utils.tensorboard needs it; --no-tensorboard)
+        "tensorboard>=2.14",
     ],
     extras_require={
         "test": [

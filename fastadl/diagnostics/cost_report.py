@@ -82,7 +82,7 @@ def _timed(run: CostRun, shape: NetSpec, backends: list[str], progress: bool):
 
     spec = shape
     out = {}
-    for b in tqdm(backends, desc="timing", disable=not progress, leave=False):
+    for b in tqdm(backends, desc="timing", disable=None if progress else True, leave=False):
         if b == "triton" and run.device.type != "cuda":
             continue
         net = spec.build(b).to(run.device)
@@ -123,7 +123,10 @@ def run_cost(run: CostRun, progress: bool = True) -> dict:
         f"split in two halves)"
     )
     bar = tqdm(
-        total=len(pieces) * len(backends), desc="counting", disable=not progress, leave=False
+        total=len(pieces) * len(backends),
+        desc="counting",
+        disable=None if progress else True,
+        leave=False,
     )
     counts: dict[str, dict[str, Counts]] = {}
     for b in backends:

@@ -103,7 +103,7 @@ def timing_table(device, plan, backends, progress) -> list[tuple[str, dict[str, 
         ),
     ]
     table = []
-    bar = tqdm(workloads, desc="timing", disable=not progress, leave=False)
+    bar = tqdm(workloads, desc="timing", disable=None if progress else True, leave=False)
     for (label, make), reps in zip(bar, plan.reps, strict=True):
         bar.set_postfix_str(label[:40])
         steps = {b: make(b) for b in backends}
@@ -183,7 +183,7 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
     tasks = agreement_tasks(device, plan, fast)
     if usable and device.type == "cuda":
         tasks.insert(0, ("kernel smoke check", lambda: _smoke_row(device)))
-    bar = tqdm(tasks, desc="checks", disable=not progress, leave=False)
+    bar = tqdm(tasks, desc="checks", disable=None if progress else True, leave=False)
     for label, task in bar:
         bar.set_postfix_str(label[:40])
         rows.extend(task())

@@ -184,7 +184,11 @@ def build_parser(spec: LoopCLI, argv: list[str] | None = None) -> argparse.Argum
         help="continue the run in RUN_DIR from its latest checkpoint; flags given with it "
         "override its saved config (e.g. more --epochs)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress output (neither the live bar nor the lines of a log)",
+    )
     preset = _chosen_preset(spec, argv)
     add_config_flags(p, spec.config.CONFIG, spec.config.PRESETS[preset], f"preset {preset}")
     return p

@@ -164,6 +164,10 @@ class LoopConfig:
         2, "keep the newest K epoch-end and K mid-epoch checkpoints (0 = all)", min=0
     )
     val_batch_size: int = option(0, "validation images per forward (0 = batch_size)", min=0)
+    # **Decision**: on by default (tensorboard is a dependency; events cost a few ms per epoch).
+    tensorboard: bool = option(
+        True, "write TensorBoard event files into the run directory (tensorboard --logdir runs)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,6 +16,7 @@ process died. Writing a checkpoint draws no random numbers and changes no state.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,10 @@ class LoopTask(Protocol):
     def validate(self, epoch: int) -> dict[str, Any] | None:
         """Validation after ``epoch`` epochs on every rank: the epoch record's fields (with
         "val_miou"), or None when this epoch is not validated."""
+
+    def schedule_warning(self) -> str | None:
+        """A warning, said at the start, when the schedule is too short to learn anything: the
+        step counts, what they come from and the flags that lengthen it (None: long enough)."""
 
     def report(self, epoch: int, record: dict[str, Any], metrics_path: Path) -> str:
         """Rank 0, after the epoch record is logged: the epoch's files and plots; returns the
@@ -108,6 +113,9 @@ def run_loop(
     checkpoint intact), CheckpointError (e.g. a checkpoint for another network, a full disk).
     """
     loop = Loop(task, cfg, run_dir)
+    warning = task.schedule_warning()
+    if warning and loop.main:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if resume and loaded is None:
         loaded = load_latest(run_dir, loop.device)
     if loaded is not None:

@@ -40,10 +40,14 @@ from fastadl.search.arch_stats import (
 )
 from fastadl.search.architect import Architect
 from fastadl.search.config import ConfigError, SearchConfig
+from fastadl.search.diagrams import save_diagrams
 from fastadl.search.flat_sgd import search_weight_optimizer
 from fastadl.search.perturbation import select_inputs, select_ops
 from fastadl.space.genotype import Genotype, decode_cell, viterbi
 from fastadl.space.path_prior import prior_corrected
+
+# Below these a search is said to be too short at its start (the tiny preset: 150 and 100).
+MIN_SEARCH_STEPS, MIN_ARCH_STEPS = 100, 50
 
 
 def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
@@ -132,8 +136,30 @@ class Search:
         )
         # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
         self.arch_frozen_at = 0
+        self.drawn: Genotype | None = None  # the genotype plots/genotype_*.png show
         self.forward = search_forward(self.model, cfg)
         self.compiled_graphs = compile_stats()[0]  # dynamo's count before the first step
+
+    def schedule_warning(self) -> str | None:
+        """Fewer than MIN_SEARCH_STEPS weight steps or MIN_ARCH_STEPS α/β steps (the tiny preset
+        takes 150 and 100; the issue's 12 left the supernet at the all-background prediction)."""
+        cfg, spe = self.cfg, self.steps_per_epoch
+        arch_steps = spe * max(0, cfg.epochs - cfg.arch_start_epoch)
+        if self.total_steps >= MIN_SEARCH_STEPS and arch_steps >= MIN_ARCH_STEPS:
+            return None
+        need = max(
+            math.ceil(MIN_SEARCH_STEPS / spe),
+            cfg.arch_start_epoch + math.ceil(MIN_ARCH_STEPS / spe),
+        )
+        return (
+            f"short schedule: {spe} steps per epoch (trainA/trainB hold {len(self.items_a)}/"
+            f"{len(self.items_b)} images, batch size {cfg.batch_size} per process) × {cfg.epochs} "
+            f"epochs = {self.total_steps} weight steps and {arch_steps} α/β steps (from "
+            f"epoch {cfg.arch_start_epoch + 1}); a search this short usually ends predicting "
+            f"background everywhere, with α and β near uniform. For at least "
+            f"{MIN_SEARCH_STEPS} and {MIN_ARCH_STEPS}: --epochs {need} (or a smaller "
+            f"--batch-size, a lower --arch-start-epoch, more training images)"
+        )
 
     def batches(self, epoch: int, start: int):
         self.model.train()
@@ -277,6 +303,9 @@ class Search:
     def report(self, epoch: int, record: dict, metrics_path: Path) -> str:
         self.genotype.save(self.run_dir / "genotype.json")
         save_plots(self.run_dir, self.model, self.genotype.path, metrics_path)
+        if self.genotype != self.drawn:  # the diagrams change only with the genotype
+            save_diagrams(self.genotype, self.run_dir / "plots")
+            self.drawn = self.genotype
         frozen_note = (
             f", α/β frozen after epoch {self.arch_frozen_at}" if self.arch_frozen_at else ""
         )
@@ -341,7 +370,7 @@ def check_cuda_graphs(cfg: SearchConfig, device: torch.device) -> None:
 
 def save_plots(run_dir: Path, model: SuperNet, path: tuple[int, ...], metrics_path: Path) -> None:
     """β trellis with the decoded path, α per edge (now and over the epochs), loss/mIoU curves
-    → run_dir/plots/*.png."""
+    → run_dir/plots/*.png (the genotype's diagrams: fastadl/search/diagrams.py)."""
     from fastadl.runtime.rundir.metrics_log import read
     from fastadl.runtime.rundir.plots import plot_curves
     from fastadl.search.plots import plot_alpha_history, plot_alphas, plot_betas

@@ -13,6 +13,7 @@ study killed at any moment continues from what it finished by running the same c
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -159,10 +160,19 @@ def run_jobs(
     """
     from tqdm import tqdm
 
+    from fastadl.runtime.hooks import live_output
+
+    live = live_output()  # a terminal: a live bar; a log: one plain line per run started
     done = {j.name: r for j, r in zip(jobs, (read_result(out, j) for j in jobs), strict=True)
             if r is not None}  # fmt: skip
     bar = tqdm(total=len(jobs), initial=len(done), desc="study", unit="run",
-               disable=not progress, dynamic_ncols=True, position=0)  # fmt: skip
+               disable=not (progress and live), dynamic_ncols=True, position=0)  # fmt: skip
+
+    def started(job: Job) -> None:
+        bar.set_postfix_str(job.name)
+        if progress and not live:
+            print(f"study: run {len(done) + 1}/{len(jobs)}: {job.name}", file=sys.stderr,
+                  flush=True)  # fmt: skip
 
     def finish(job: Job, result: dict) -> None:
         done[job.name] = result
@@ -171,6 +181,7 @@ def run_jobs(
             miou = result["val_miou"]
             shown = "n/a" if miou is None else f"{miou:.4f}"
             tqdm.write(f"{job.name}: final val mIoU {shown}")
+            sys.stdout.flush()
         if after_each is not None:
             after_each([done[j.name] for j in jobs if j.name in done])
 
@@ -181,15 +192,15 @@ def run_jobs(
         for job in pending:
             if prepare is not None:
                 prepare(job)
-            bar.set_postfix_str(job.name)
+            started(job)
             finish(job, run_job(out, job, progress))
     else:
-        _run_parallel(out, pending, workers, prepare, finish, set(done))
+        _run_parallel(out, pending, workers, prepare, started, finish, set(done))
     bar.close()
     return [done[j.name] for j in jobs]
 
 
-def _run_parallel(out, pending, workers, prepare, finish, finished: set[str]) -> None:
+def _run_parallel(out, pending, workers, prepare, started, finish, finished: set[str]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -204,6 +215,7 @@ def _run_parallel(out, pending, workers, prepare, finish, finished: set[str]) ->
                 pending.remove(job)
                 if prepare is not None:
                     prepare(job)
+                started(job)
                 running[pool.submit(run_job, out, job, False)] = job
             if not running:
                 names = ", ".join(j.name for j in pending)
