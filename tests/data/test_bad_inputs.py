@@ -89,7 +89,10 @@ def test_real_processes_print_no_traceback(tmp_path):
     }
     for name, proc in procs.items():
         _, err = proc.communicate(timeout=300)
-        lines = [line for line in err.splitlines() if line.strip()]
+        # a tiny run may first warn that its schedule is too short to learn (runtime/cli.py)
+        lines = [
+            line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")
+        ]
         assert proc.returncode == 2, (name, err[-2000:])
         assert "Traceback" not in err, (name, err[-2000:])
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, err[-2000:])
