@@ -306,13 +306,18 @@ class Search:
         if self.genotype != self.drawn:  # the diagrams change only with the genotype
             save_diagrams(self.genotype, self.run_dir / "plots")
             self.drawn = self.genotype
+        selected = (
+            f"; cell by perturbation: {skip_count(self.genotype.cell)} skips"
+            if record.get("op_selection") == "perturbation"
+            else ""
+        )
         frozen_note = (
             f", α/β frozen after epoch {self.arch_frozen_at}" if self.arch_frozen_at else ""
         )
         return (
             f"path {list(self.genotype.path)}, max softmax(α) {record['alpha_max_mean']:.3f}, "
             f"α/β entropy {record['alpha_entropy']:.3f}/{record['beta_entropy']:.3f}, "
-            f"{record['skip_count']} skips{frozen_note}"
+            f"{record['skip_count']} skips{frozen_note}{selected}"
         )
 
     def optimizer_states(self) -> dict:
