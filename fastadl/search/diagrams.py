@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 
 from fastadl.runtime.rundir.plots import figure
+from fastadl.search.plots import trellis_axes
 from fastadl.space.genotype import Genotype
-from fastadl.space.trellis import NUM_LEVELS, levels_at
+from fastadl.space.trellis import levels_at
 
 CELL_NAME, PATH_NAME = "genotype_cell", "genotype_path"
 INPUT_NAMES = ("H^{l-2}", "H^{l-1}")
@@ -119,13 +120,7 @@ def draw_path(genotype: Genotype, out_stem: str | os.PathLike) -> list[tuple[int
     for x, y in points:
         ax.annotate(f"/{4 * 2**y}", (x, y), textcoords="offset points", xytext=(0, 7),
                     ha="center", fontsize=7, color="tab:red")  # fmt: skip
-    ax.set_xticks(range(layers + 1))
-    ax.set_xticklabels(["stem", *map(str, range(1, layers + 1))])
-    ax.set_yticks(range(NUM_LEVELS))
-    ax.set_yticklabels([f"/{4 * 2**s}" for s in range(NUM_LEVELS)])
-    ax.set_ylim(NUM_LEVELS - 0.4, -0.6)  # finer (higher resolution) at the top
-    ax.set_xlabel("layer")
-    ax.set_ylabel("downsample")
+    trellis_axes(ax, layers, 0.6)  # room above the top row for the /4 labels
     ax.set_title(f"network path: levels {' '.join(map(str, genotype.path))}", fontsize=10)
     save_both(fig, out_stem)
     return points

@@ -20,6 +20,17 @@ from fastadl.space.cell_topology import edge_offset, num_edges
 from fastadl.space.trellis import NUM_LEVELS, levels_at, target_level, transition_mask
 
 
+def trellis_axes(ax, layers: int, margin: float) -> None:
+    """Layers (stem, 1..L) across, levels down (finer, higher resolution at the top)."""
+    ax.set_xticks(range(layers + 1))
+    ax.set_xticklabels(["stem", *map(str, range(1, layers + 1))])
+    ax.set_yticks(range(NUM_LEVELS))
+    ax.set_yticklabels([f"/{4 * 2**s}" for s in range(NUM_LEVELS)])
+    ax.set_ylim(NUM_LEVELS - 1 + margin, -margin)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("downsample")
+
+
 def plot_betas(
     normalized_betas: torch.Tensor,
     path: Sequence[int] | None,
@@ -60,13 +71,7 @@ def plot_betas(
         xs, ys = list(range(layers + 1)), [0, *path]
         ax.plot(xs, ys, color="tab:red", linewidth=2.5, marker="o", zorder=3, label="decoded path")
         ax.legend(loc="lower left", fontsize=8)
-    ax.set_xticks(range(layers + 1))
-    ax.set_xticklabels(["stem", *map(str, range(1, layers + 1))])
-    ax.set_yticks(range(NUM_LEVELS))
-    ax.set_yticklabels([f"/{4 * 2**s}" for s in range(NUM_LEVELS)])
-    ax.set_ylim(NUM_LEVELS - 0.5, -0.5)  # finer (higher resolution) at the top
-    ax.set_xlabel("layer")
-    ax.set_ylabel("downsample")
+    trellis_axes(ax, layers, 0.5)
     ax.set_title("normalised β (line width ∝ weight)")
     return save(fig, out_png)
 
