@@ -60,7 +60,8 @@ def test_the_comparison_sees_a_difference(drill, drilled, tmp_path):
     assert drill._compare(ref, changed) == []
     path = latest_checkpoint(changed)
     state = torch.load(path, weights_only=True)
-    state["model"]["alphas"][0, 0] += 1e-6
+    a = state["model"]["alphas"]
+    a[0, 0] = torch.nextafter(a[0, 0], a[0, 0] + 1)  # one ulp: also where α is ±1e4 (perturbation)
     torch.save(state, path)
     lines = (changed / "metrics.jsonl").read_text().splitlines()
     lines[1] = lines[1].replace('"step": 2', '"step": 2, "extra": 1')
