@@ -23,7 +23,7 @@ import torch
 
 from fastadl.space.cell_topology import edge_offset, num_edges
 
-# softmax weight exactly 0 in float32 (exp(-1e4) underflows); also proxy.OFF
+# A logit this far below 0 has softmax weight exactly 0 in float32 (exp(-1e4) underflows).
 OFF = -1e4
 
 

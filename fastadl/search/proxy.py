@@ -28,6 +28,7 @@ from fastadl.runtime.rundir.checkpoint import load_checkpoint, load_module_state
 from fastadl.runtime.rundir.files import read_config_dict
 from fastadl.runtime.validation import validation_scores
 from fastadl.search.config import SearchConfig
+from fastadl.search.perturbation import OFF
 from fastadl.space.cell_topology import edge_offset
 from fastadl.space.genotype import Genotype
 from fastadl.space.trellis import (
@@ -37,9 +38,6 @@ from fastadl.space.trellis import (
     target_level,
     transition_mask,
 )
-
-# A logit this far below 0 has softmax weight exactly 0 in float32 (exp(-1e4) underflows).
-OFF = -1e4
 
 
 def genotype_network(model: SuperNet, genotype: Genotype) -> SuperNet:

@@ -48,6 +48,11 @@ GROUPS = {
 }
 
 
+def genotype_key(job_name: str) -> str:
+    """The genotype a retraining job trains, from its name: train-<genotype>-t<seed>."""
+    return job_name.removeprefix("train-").rsplit("-t", 1)[0]
+
+
 def untrained_cell(blocks: int, seed: int) -> tuple[tuple[str, int], ...]:
     """The cell an untrained search decodes: α = 1e-3·N(0, 1) as SuperNet draws it."""
     g = torch.Generator().manual_seed(seed)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastadl.runtime.rundir.files import write_json_atomic
 from fastadl.space.genotype import Genotype
+from fastadl.study.quality import genotype_key
 from fastadl.study.stats import kendall_tau
 
 PROXY_FILE = "proxy.json"
@@ -27,7 +28,7 @@ def scored_genotypes(results: list[dict]) -> dict[str, dict[str, dict]]:
     for r in results:
         if r.get("kind") != "train" or r.get("val_miou") is None or "genotype" not in r:
             continue
-        key = r["name"].removeprefix("train-").rsplit("-t", 1)[0]
+        key = genotype_key(r["name"])
         entry = runs.setdefault(key, {"group": r["group"], "genotype": r["genotype"], "runs": []})
         entry["runs"].append(float(r["val_miou"]))
     searches = sorted({r["name"] for r in results if r.get("kind") == "search"})

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fastadl.runtime.rundir.files import write_json_atomic
-from fastadl.study.quality import GROUPS
+from fastadl.study.quality import GROUPS, genotype_key
 from fastadl.study.report import markdown_table, search_table
 from fastadl.study.stats import (
     bootstrap_relative_gain,
@@ -31,11 +31,11 @@ ALPHA = 0.05  # the issue's one-sided significance level
 
 
 def genotype_scores(results: list[dict]) -> dict[str, dict[str, list[float]]]:
-    """group → genotype (its job name without the seed) → the runs' final val mIoU."""
+    """group → genotype (quality.genotype_key) → the runs' final val mIoU."""
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         if r.get("kind") == "train" and r.get("val_miou") is not None:
-            genotype = r["name"].rsplit("-t", 1)[0]
+            genotype = genotype_key(r["name"])
             scores[r["group"]][genotype].append(float(r["val_miou"]))
     return {g: dict(v) for g, v in scores.items()}
 
@@ -62,7 +62,7 @@ def paired(scores: dict, a: str, b: str) -> dict:
     sa, sb = scores.get(a, {}), scores.get(b, {})
     diffs = []
     for name, values in sa.items():
-        twin = name.replace(f"train-{a}-", f"train-{b}-")
+        twin = name.replace(f"{a}-", f"{b}-", 1)
         if twin in sb:
             diffs.append(statistics.fmean(values) - statistics.fmean(sb[twin]))
     if not diffs:

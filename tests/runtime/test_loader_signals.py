@@ -37,12 +37,15 @@ print(sum(int(b.sum()) for b in batches), received)
 """
 
 
+def run_child(loader: str) -> subprocess.CompletedProcess:
+    """CHILD with ``loader`` ("detached" or "plain") in a session and process group of its own."""
+    return subprocess.run([sys.executable, "-c", CHILD, loader], capture_output=True, text=True,
+                          timeout=120, start_new_session=True)  # fmt: skip
+
+
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks only")
 def test_a_group_sigterm_while_a_worker_starts_does_not_kill_it():
-    run = subprocess.run(
-        [sys.executable, "-c", CHILD, "detached"],
-        capture_output=True, text=True, timeout=120, start_new_session=True,
-    )  # fmt: skip
+    run = run_child("detached")
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "6 ['SIGTERM']"  # every batch, and the main process saw it
 
@@ -50,8 +53,5 @@ def test_a_group_sigterm_while_a_worker_starts_does_not_kill_it():
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks only")
 def test_a_plain_loader_worker_dies_of_it():
     """The control: the same child with torch's DataLoader loses its worker."""
-    run = subprocess.run(
-        [sys.executable, "-c", CHILD, "plain"],
-        capture_output=True, text=True, timeout=120, start_new_session=True,
-    )  # fmt: skip
+    run = run_child("plain")
     assert run.returncode != 0 and "exited unexpectedly" in run.stderr
