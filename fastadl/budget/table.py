@@ -21,8 +21,10 @@ One table holds one unit: milliseconds (measured), multiply-adds (×1e9) or para
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from fastadl.space.genotype import Genotype
 
 STEM_HALF = "stem/2"
 STEM_QUARTER = "stem/4"
@@ -41,3 +43,26 @@ class CostTable:
     head: Mapping[tuple[int, int], float]
     # where the figures hold: device, torch version, input size, dtype, threads, model sizes
     context: Mapping[str, object] = field(default_factory=dict)
+
+
+def cell_positions(path: Sequence[int]) -> list[tuple[Position, Position, int]]:
+    """(a_i, b_i, c_i) of every cell of ``path``: where its two inputs come from, its level."""
+    positions: list[Position] = [STEM_HALF, STEM_QUARTER, *path]
+    return [(positions[i], positions[i + 1], level) for i, level in enumerate(path)]
+
+
+def going_down(b: Position, c: int) -> bool:
+    """Whether the path goes down into a cell at level c from H^{l-1} at position b (stride 2);
+    the stem's /4 output is at level 0."""
+    return c == (0 if b == STEM_QUARTER else b) + 1
+
+
+def genotype_cost(table: CostTable, genotype: Genotype) -> float:
+    """The derived network's cost for ``genotype`` (the sum in the module docstring)."""
+    total = table.fixed
+    for a, b, c in cell_positions(genotype.path):
+        total += table.link[(a, b, c)]
+        down = going_down(b, c)
+        for op, source in genotype.cell:
+            total += table.op[(c, 2 if down and source < 2 else 1, op)]
+    return total + table.head[(genotype.path[2], genotype.path[-1])]
