@@ -9,84 +9,29 @@ model sizes, input size, dtype, threads and runtime, so a second call reads the 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import platform
-import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from fastadl.budget.pieces import Piece, full_config, iter_pieces
+from fastadl.budget.context import apply_factors, calibration_genotypes, in_context_factors
+from fastadl.budget.pieces import Piece, build_network, full_config, iter_pieces
 from fastadl.budget.store import load_table, save_table
-from fastadl.budget.table import CostTable
+from fastadl.budget.table import CostTable, genotype_cost
+from fastadl.budget.timing import (
+    CLOCKS,
+    REPEATS,
+    device_name,
+    intra_op_threads,
+    median_ms,
+    runnable,
+    settled_heap,
+)
 from fastadl.nn.derived.flops import multiply_adds_on
 
 UNITS = ("ms", "GMACs", "Mparams")
 RUNTIMES = ("eager",)  # the exported package (--runtime export) is not modelled yet
-WARMUP, REPEATS = 3, 15
-
-
-def device_name(device: torch.device | str) -> str:
-    """The CPU's model string or the CUDA device's name (what a table is cached by)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-@contextlib.contextmanager
-def intra_op_threads(threads: int | None) -> Iterator[None]:
-    """torch.set_num_threads(threads) inside, the previous count restored after."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _sync(device: torch.device) -> Callable[[], None]:
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
-def median_ms(
-    fn: Callable[[], object], device: torch.device, warmup: int = WARMUP, repeats: int = REPEATS
-) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls after ``warmup``."""
-    sync = _sync(device)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def runnable(
-    module: nn.Module, shapes: Sequence[Sequence[int]], device: torch.device, dtype: torch.dtype
-) -> Callable[[], object]:
-    """module (eval, on device/dtype) called on fixed random inputs of ``shapes``."""
-    module = module.to(device=device, dtype=dtype).eval()
-    gen = torch.Generator().manual_seed(0)
-    xs = [torch.randn(*s, generator=gen).to(device=device, dtype=dtype) for s in shapes]
-    return lambda: module(*xs)
 
 
 def piece_cost(
@@ -95,6 +40,7 @@ def piece_cost(
     device: torch.device,
     dtype: torch.dtype,
     repeats: int,
+    clock: str = "wall",
 ) -> float:
     """One piece's cost in ``unit``."""
     if unit == "GMACs":
@@ -102,8 +48,8 @@ def piece_cost(
     if unit == "Mparams":
         return sum(p.numel() for p in piece.module.parameters()) / 1e6
     fn = runnable(piece.module, piece.inputs, device, dtype)
-    with torch.inference_mode():
-        return median_ms(fn, device, repeats=repeats)
+    with settled_heap(), torch.inference_mode():
+        return median_ms(fn, device, repeats=repeats, clock=clock)
 
 
 def table_context(
@@ -114,6 +60,7 @@ def table_context(
     threads: int,
     dtype: torch.dtype,
     runtime: str,
+    clock: str = "wall",
 ) -> dict:
     """Where a table's figures hold (its cache key), in JSON form. Counts hold everywhere."""
     cfg = full_config(model_kwargs)
@@ -125,11 +72,14 @@ def table_context(
             dtype=str(dtype).removeprefix("torch."),
             threads=threads,
             runtime=runtime,
+            clock=clock,
         )
     return json.loads(json.dumps(context))
 
 
-def check_request(size: Sequence[int], unit: str, runtime: str, threads: int) -> None:
+def check_request(
+    size: Sequence[int], unit: str, runtime: str, threads: int, clock: str, device: torch.device
+) -> None:
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if runtime not in RUNTIMES:
@@ -138,6 +88,10 @@ def check_request(size: Sequence[int], unit: str, runtime: str, threads: int) ->
         raise ValueError(f"size must be (H, W) with H, W >= 1, got {tuple(size)}")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {tuple(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and (device.type != "cpu" or threads != 1):
+        raise ValueError("clock 'cpu' (the thread's CPU time) needs device cpu and threads 1")
 
 
 def cost_table(
@@ -150,27 +104,34 @@ def cost_table(
     runtime: str = "eager",
     repeats: int = REPEATS,
     cache: bool = True,
+    clock: str = "wall",
+    calibrate: bool = True,
 ) -> CostTable:
     """The CostTable of the derived networks of ``model_kwargs`` (pieces.py's configuration)
     at input ``size`` (H, W): "ms" measures on ``device``, "GMACs" and "Mparams" count.
-    Cached under cache_root()/budget unless ``cache`` is False."""
-    check_request(size, unit, runtime, threads)
+    Cached under cache_root()/budget unless ``cache`` is False. Latency pieces are timed
+    alone, then scaled by their kind's time in context (context.py) unless ``calibrate`` is
+    False."""
     device = torch.device(device)
-    context = table_context(model_kwargs, size, unit, device, threads, dtype, runtime)
+    check_request(size, unit, runtime, threads, clock, device)
+    context = table_context(model_kwargs, size, unit, device, threads, dtype, runtime, clock)
+    context["calibrated"] = unit == "ms" and calibrate
     if cache and (table := load_table(context)) is not None:
         return table
     parts: dict[str, dict] = {"link": {}, "op": {}, "head": {}}
     fixed = 0.0
     with intra_op_threads(threads):
         for kind, key, piece in iter_pieces(model_kwargs, size):
-            value = piece_cost(piece, unit, device, dtype, repeats)
+            value = piece_cost(piece, unit, device, dtype, repeats, clock)
             if kind == "fixed":
                 fixed = value
             else:
                 parts[kind][key] = value
     table = CostTable(unit, fixed, parts["link"], parts["op"], parts["head"], context)
+    if unit == "ms" and calibrate:
+        table = calibrated(table, model_kwargs, size, device, dtype, threads, repeats, clock)
     if cache:
-        save_table(table)
+        save_table(table, context)
     return table
 
 
@@ -182,11 +143,46 @@ def measure_latency(
     dtype: torch.dtype = torch.float32,
     repeats: int = REPEATS,
     in_channels: int = 3,
+    clock: str = "wall",
 ) -> float:
     """Median end-to-end latency (ms) of ``model`` on a (1, in_channels, H, W) input, measured
     as the pieces are (eval, inference_mode, warm-up, ``threads``). The model is left in eval
     mode on ``device``."""
     device = torch.device(device)
+    check_request(size, "ms", "eager", threads, clock, device)
     fn = runnable(model, [(1, in_channels, *size)], device, dtype)
-    with intra_op_threads(threads), torch.inference_mode():
-        return median_ms(fn, device, repeats=repeats)
+    with settled_heap(), intra_op_threads(threads), torch.inference_mode():
+        return median_ms(fn, device, repeats=repeats, clock=clock)
+
+
+def calibrated(
+    table: CostTable,
+    model_kwargs: Mapping[str, object],
+    size: Sequence[int],
+    device: torch.device,
+    dtype: torch.dtype,
+    threads: int,
+    repeats: int,
+    clock: str,
+) -> CostTable:
+    """``table`` (pieces timed alone) scaled per kind to the pieces' time inside calibration
+    networks (context.py), then as a whole so that it sums to those networks timed without
+    the hooks that split them (the hooks cost time of their own)."""
+    genotypes = calibration_genotypes(model_kwargs)
+    timing = (device, dtype, threads, repeats, clock)
+    factors = in_context_factors(table, genotypes, model_kwargs, size, *timing)
+    predicted = sum(genotype_cost(apply_factors(table, factors), g) for g in genotypes)
+    measured = sum(
+        measure_latency(
+            build_network(model_kwargs, g),
+            size,
+            device,
+            threads,
+            dtype,
+            repeats,
+            full_config(model_kwargs)["in_channels"],
+            clock,
+        )
+        for g in genotypes
+    )
+    return apply_factors(table, factors, measured / predicted)

@@ -42,18 +42,21 @@ def table_from_dict(d: Mapping[str, object]) -> CostTable:
 
 
 def load_table(context: Mapping[str, object]) -> CostTable | None:
-    """The cached table of ``context``, or None (absent or unreadable: measure again)."""
+    """The cached table of ``context``, or None (absent, unreadable or of another context:
+    measure again)."""
     path = table_path(context)
     try:
         table = table_from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return table if table.context == json.loads(json.dumps(dict(context))) else None
+    wanted = json.loads(json.dumps(dict(context)))
+    return table if all(table.context.get(k) == v for k, v in wanted.items()) else None
 
 
-def save_table(table: CostTable) -> Path:
-    """Write ``table`` to its cache file (atomically: a concurrent reader sees all or none)."""
-    path = table_path(table.context)
+def save_table(table: CostTable, context: Mapping[str, object]) -> Path:
+    """Write ``table`` to the cache file of ``context`` (the key; the table's own context may
+    add to it) atomically: a concurrent reader sees all or none."""
+    path = table_path(context)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(table_to_dict(table), indent=1))
