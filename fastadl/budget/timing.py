@@ -117,3 +117,24 @@ def random_inputs(
     """Fixed (seeded) standard-normal tensors of ``shapes``."""
     gen = torch.Generator().manual_seed(0)
     return [torch.randn(*s, generator=gen).to(device=device, dtype=dtype) for s in shapes]
+
+
+def interleaved_medians_ms(
+    fns: Sequence[Callable[[], object]],
+    device: torch.device,
+    rounds: int = REPEATS,
+    clock: str = "wall",
+) -> list[float]:
+    """Median time (ms) of each of ``fns``, timed in turn, one call each per round, after one
+    warm-up round: a change in the machine's load meets every function alike, which keeps
+    their ranking (a comparison of networks) honest on a busy machine."""
+    sync, now = sync_of(device), CLOCKS[clock]
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds + 1):
+        for i, fn in enumerate(fns):
+            start = now()
+            fn()
+            sync()
+            if r:
+                times[i].append(now() - start)
+    return [statistics.median(t) * 1e3 for t in times]
