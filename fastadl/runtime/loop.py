@@ -206,9 +206,9 @@ class Loop:
                 hook.after_records(self, records)
         watch = getattr(self.task, "watch", None)
         if watch is not None:
-            last = f"; the last checkpoint written: {self.last_checkpoint}" if (
-                self.last_checkpoint) else ""  # fmt: skip
-            watch.check(f" (found by the check of steps {since + 1}-{self.step}{last})")
+            last = self.last_checkpoint or "none yet"
+            watch.check(f" (found when steps {since + 1}-{self.step} were read; the last "
+                        f"checkpoint, from before them: {last})")  # fmt: skip
 
     def checkpoint(self, name: str) -> Path:
         """Write the task's state and the counters as checkpoint ``name`` (rank 0), after

@@ -88,7 +88,8 @@ class FiniteWatch:
             return
         names = list(self.first)
         steps = torch.stack([self.first[n] for n in names]).tolist()
-        found = sorted((s, n) for s, n in zip(steps, names, strict=True) if s)
+        # by step, then in the order first noted (a step's loss before its gradient)
+        found = sorted(((s, n) for s, n in zip(steps, names, strict=True) if s), key=lambda f: f[0])
         if found:
             step, what = found[0]
             raise NonFiniteError(f"non-finite {what} at step {step}{where}")
