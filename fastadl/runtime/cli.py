@@ -257,8 +257,8 @@ def run_loop_cli(spec: LoopCLI, argv: list[str] | None = None) -> int:
         result = spec.run(cfg, run_dir, resume=resume, progress=not args.no_progress)
     except NonFiniteError as e:
         return fail(
-            f"{e}; no checkpoint holds a non-finite value: continue from the last good one "
-            f"with: {spec.prog} --resume {run_dir}",
+            f"{e}; the checkpoints are intact (none holds a non-finite value): continue from "
+            f"the last one with: {spec.prog} --resume {run_dir}",
             3,
         )
     except Preempted as e:
