@@ -151,8 +151,9 @@ def weight_step(
     watch: where a non-finite loss or (unscaled) gradient norm is noted for ``step``, on the
     device; the caller checks it when it reads values anyway (the loop: every few steps and
     before a checkpoint), so the step itself never waits for the device. None: checked at the
-    end of this step, before the weights change (NonFiniteError; one host synchronisation). Under fp16 an inf gradient is
-    the GradScaler's business (it skips the step and lowers the scale), not an error.
+    end of this step, before the weights change (NonFiniteError; one host synchronisation).
+    Under fp16 an inf gradient is the GradScaler's business (it skips the step and lowers the
+    scale), not an error.
     """
     check_now = watch is None
     watch = FiniteWatch() if check_now else watch
