@@ -61,8 +61,10 @@ class LoopTask(Protocol):
         """The batches of ``epoch`` from batch ``start`` on (an iterable)."""
 
     def train_step(self, batch, step: int) -> dict[str, Any]:
-        """One step (``step`` = steps done before it); returns its record fields (with "loss")
-        and the number of images under "images"."""
+        """One step (``step`` = steps done before it); returns its record fields (with "loss";
+        a value may be a 0-d device tensor, read later by the loop) and the number of images
+        under "images". A task with a ``watch`` attribute (runtime/steps.py's FiniteWatch) has
+        it checked at every read."""
 
     def validate(self, epoch: int) -> dict[str, Any] | None:
         """Validation after ``epoch`` epochs on every rank: the epoch record's fields (with
