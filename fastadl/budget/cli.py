@@ -73,6 +73,14 @@ def report(args: argparse.Namespace, genotype: Genotype) -> None:
     timing = dict(threads=args.threads, dtype=dtype, repeats=args.repeats, clock=args.clock)
     cache = not args.no_cache
     counts = {u: cost_table(cfg, args.size, u, cache=cache) for u in ("GMACs", "Mparams")}
+    H, W = args.size
+    print(f"model {args.model} (F={cfg['filter_multiplier']}, B={cfg['blocks']}, "
+          f"L={cfg['layers']}, {args.classes} classes), input {H}x{W}, path "
+          f"{''.join(map(str, genotype.path))}")  # fmt: skip
+    print(f"multiply-adds      {genotype_cost(counts['GMACs'], genotype):10.3f} GMACs")
+    print(
+        f"parameters         {genotype_cost(counts['Mparams'], genotype):10.3f} Mparams", flush=True
+    )
     print(
         f"timing the pieces on {device_name(device)} (cached for the next call) ...",
         file=sys.stderr,
@@ -80,15 +88,9 @@ def report(args: argparse.Namespace, genotype: Genotype) -> None:
     )
     ms = cost_table(cfg, args.size, "ms", device, runtime=args.runtime, cache=cache, **timing)
     predicted = genotype_cost(ms, genotype)
-    H, W = args.size
-    print(f"model {args.model} (F={cfg['filter_multiplier']}, B={cfg['blocks']}, "
-          f"L={cfg['layers']}, {args.classes} classes), input {H}x{W}, path "
-          f"{''.join(map(str, genotype.path))}")  # fmt: skip
     print(f"device {device_name(device)}, {args.threads} thread(s), {args.dtype}, "
           f"{args.runtime}, clock {args.clock}")  # fmt: skip
     print(f"predicted latency  {predicted:10.2f} ms")
-    print(f"multiply-adds      {genotype_cost(counts['GMACs'], genotype):10.3f} GMACs")
-    print(f"parameters         {genotype_cost(counts['Mparams'], genotype):10.3f} Mparams")
     if args.measure:
         net = build_network(cfg, genotype)
         measured = measure_latency(net, args.size, device, **timing)

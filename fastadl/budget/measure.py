@@ -3,8 +3,10 @@ multiply-adds and parameters counted, from the same pieces (pieces.py).
 
 Latency: each piece in eval mode under inference_mode, on random inputs of its shapes, after a
 warm-up; the median of ``repeats`` timed calls; with torch's intra-op threads set to
-``threads`` (restored after). Tables are cached (store.py) by device name, torch version,
-model sizes, input size, dtype, threads and runtime, so a second call reads the file.
+``threads`` (restored after); then every piece is scaled by its kind's time inside a few
+calibration networks (context.py, docs/BUDGET.md). Tables are cached (store.py) by device
+name, torch version, model sizes, input size, dtype, threads, runtime and clock, so a second
+call reads the file.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from fastadl.budget import measure
 from fastadl.budget.measure import cost_table, measure_latency
 from fastadl.budget.pieces import build_network, link_keys, op_keys, preset_config
 from fastadl.budget.table import genotype_cost
+from fastadl.budget.timing import interleaved_medians_ms
 from fastadl.space.random_genotype import random_genotype
 
 SIZE = (33, 45)
@@ -68,3 +69,11 @@ def test_bad_requests_name_the_argument(cache_dir, kwargs, message):
     kwargs = {"unit": "ms", **kwargs}
     with pytest.raises(ValueError, match=message):
         cost_table(CFG, SIZE, **kwargs)
+
+
+def test_interleaved_medians_one_per_function():
+    calls = []
+    fns = [lambda i=i: calls.append(i) for i in range(3)]
+    medians = interleaved_medians_ms(fns, torch.device("cpu"), rounds=4, clock="cpu")
+    assert len(medians) == 3 and all(math.isfinite(m) and m >= 0 for m in medians)
+    assert calls == [0, 1, 2] * 5  # a warm-up round, then 4 rounds, each in turn
