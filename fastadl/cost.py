@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--val-size",
-        help="validation image size WIDTHxHEIGHT (default: Cityscapes' 2048x1024 × "
-        "--resize-factor, 1024x512 at the paper preset; other datasets: the training crop)",
+        help="validation image size WIDTHxHEIGHT (default: the dataset's images as the config "
+        "resizes them: Cityscapes' 2048x1024 × --resize-factor = 1024x512 at the paper preset, "
+        "or --image-height/--image-width; synthetic: --image-size; else the training crop)",
     )
     p.add_argument(
         "--load-ms",

@@ -175,17 +175,20 @@ def whole_search(run: CostRun, c: RouteCounts, flops, val_flops: int, gpu, launc
 
 def _projection(run: CostRun, route: str, c: RouteCounts, flops, val: NetSpec) -> None:
     val_flops = iteration_flops(iteration_pieces(val)).weight_forward
-    print(f"\nprojected search on the {route} route (roofline at peak + {run.launch_us:g} µs per "
-          f"launch eager, {GRAPH_LAUNCH_US:g} µs with CUDA graphs); the paper: {PAPER_DAYS:g} "
-          "days on one P100")  # fmt: skip
-    rows, head = [], None
+    table = {}
     for gpu in run.gpus:
         for label, us in ((f"{gpu} ({GPUS[gpu].name})", run.launch_us),
                           (f"{gpu}, CUDA graphs", GRAPH_LAUNCH_US)):  # fmt: skip
-            lines = whole_search(run, c, flops, val_flops, GPUS[gpu], us)
-            head = head or ["GPU", *lines]
-            rows.append([label, *(_days(s) for s in lines.values())])
-    _table(head, rows)
+            table[label] = whole_search(run, c, flops, val_flops, GPUS[gpu], us)
+    longest = max(lines["whole search"] for lines in table.values())
+    # one unit for the whole table, the one its longest figure reads best in
+    unit, size = next(u for u in (("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0))
+                      if longest >= 2 * u[1] or u[1] == 1.0)  # fmt: skip
+    print(f"\nprojected search on the {route} route, in {unit} (roofline at peak + "
+          f"{run.launch_us:g} µs per launch eager, {GRAPH_LAUNCH_US:g} µs with CUDA graphs); "
+          f"the paper: {PAPER_DAYS:g} days = {PAPER_DAYS * 24:g} hours on one P100")  # fmt: skip
+    rows = [[label, *(f"{s / size:.2f}" for s in lines.values())] for label, lines in table.items()]
+    _table(["GPU", *next(iter(table.values()))], rows)
     cfg = run.cfg
     print(f"counted: the steps' pieces, optimizer steps, validation ({run.val_images} images "
           f"at {val.height}×{val.width}, batch {val.batch}, after each epoch); *estimated: data "

@@ -79,14 +79,28 @@ def optimizer_counts(s: NetSpec, cfg, route: str) -> tuple[Counts, Counts]:
     return count(weight), count(a_opt.step)
 
 
+def dataset_val_size(cfg, crop: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of a validation image as the config loads it: the dataset's full size (synthetic:
+    ``image_size``) resized as ``val_resize`` says (``image_height``/``image_width``, one alone
+    keeping the aspect, or ``resize_factor``); ``crop`` where the dataset's size is unknown."""
+    full = FULL_SIZE.get(cfg.data)
+    if cfg.data == "synthetic" and cfg.image_size:
+        full = (cfg.image_size, cfg.image_size)
+    if full is None:
+        return crop
+    if not cfg.val_resize:
+        return full
+    h, w = cfg.image_height, cfg.image_width
+    if h or w:
+        return (h or round(full[0] * w / full[1]), w or round(full[1] * h / full[0]))
+    return (round(full[0] * cfg.resize_factor), round(full[1] * cfg.resize_factor))
+
+
 def validation_spec(s: NetSpec, cfg, val_size: tuple[int, int] | None) -> NetSpec:
-    """The SuperNet and batch of one validation forward: ``val_size`` (H, W), or the dataset's
-    full size times ``resize_factor``, or (unknown dataset) the training crop."""
+    """The SuperNet and batch of one validation forward: ``val_size`` (H, W), or
+    dataset_val_size."""
     if val_size is None:
-        full = FULL_SIZE.get(cfg.data)
-        val_size = (
-            tuple(round(d * cfg.resize_factor) for d in full) if full else (s.height, s.width)
-        )
+        val_size = dataset_val_size(cfg, (s.height, s.width))
     batch = cfg.val_batch_size or cfg.batch_size
     return NetSpec(s.layers, s.filter_multiplier, s.block_multiplier, s.classes, batch, *val_size)
 

@@ -206,7 +206,7 @@ def test_cost_cli_prints_counts_projections_and_timings(capsys, one_thread):
     assert "projected search on the cuda route" in out and "on the cpu route" not in out
     assert "counted: the steps' pieces, optimizer steps, validation" in out
     assert "*estimated: data loading at 40 ms per image" in out
-    assert "the paper: 3 days on one P100" in out
+    assert "the paper: 3 days = 72 hours on one P100" in out
     assert "timed on cpu" in out and "whole search" in out
 
 
