@@ -39,8 +39,7 @@ DEFAULT_ROUTES = "cuda,cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastadl.diagnostics.gpus import GPUS, LAUNCH_US
-    from fastadl.diagnostics.overheads import LOAD_MS_PER_IMAGE
+    from fastadl.diagnostics.gpus import GPUS, LAUNCH_US, LOAD_MS_PER_IMAGE
 
     p = command_parser(
         "python -m fastadl.cost",
@@ -125,6 +124,21 @@ def _validation_args(args, data: str) -> tuple[tuple[int, int] | None, int]:
     return val_size, val_images
 
 
+def _flag_problem(args: argparse.Namespace, routes: list[str], gpus: list[str]) -> str | None:
+    """The first bad value among --routes, --gpus, --launch-us and --load-ms, said in a line."""
+    from fastadl.diagnostics.gpus import GPUS
+
+    if bad := [r for r in routes if r not in ROUTES] or not routes:
+        return f"--routes: unknown {bad or args.routes!r}; choose from {', '.join(ROUTES)}"
+    if bad := [g for g in gpus if g not in GPUS]:
+        return f"--gpus: unknown {bad}; choose from {', '.join(GPUS)}"
+    if args.launch_us < 0:
+        return f"--launch-us must be >= 0, got {args.launch_us}"
+    if args.load_ms < 0:
+        return f"--load-ms must be >= 0, got {args.load_ms}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a == "--genotype" or a.startswith("--genotype=") for a in argv):
@@ -134,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return network_cost(argv, load_genotype)
     args = build_parser().parse_args(argv)
-    from fastadl.diagnostics.gpus import GPUS
 
     try:
         cfg = resolve(args.preset, overrides_from(args, SearchConfig))
@@ -142,14 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(e))
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    if bad := [r for r in routes if r not in ROUTES] or not routes:
-        return fail(f"--routes: unknown {bad or args.routes!r}; choose from {', '.join(ROUTES)}")
-    if bad := [g for g in gpus if g not in GPUS]:
-        return fail(f"--gpus: unknown {bad}; choose from {', '.join(GPUS)}")
-    if args.launch_us < 0:
-        return fail(f"--launch-us must be >= 0, got {args.launch_us}")
-    if args.load_ms < 0:
-        return fail(f"--load-ms must be >= 0, got {args.load_ms}")
+    if problem := _flag_problem(args, routes, gpus):
+        return fail(problem)
     try:
         val_size, val_images = _validation_args(args, cfg.data)
     except ValueError as e:

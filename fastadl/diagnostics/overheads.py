@@ -27,9 +27,6 @@ from fastadl.diagnostics.workloads import NetSpec
 # Validation images and full-resolution (H, W) of the datasets (official val splits).
 VAL_IMAGES = {"cityscapes": 500, "voc": 1449, "ade20k": 2000}
 FULL_SIZE = {"cityscapes": (1024, 2048)}
-# **decision**: a stated figure, not measured here: decoding a 2048×1024 Cityscapes PNG and
-# its label map, resizing and cropping them takes ~30-50 ms on one core of a current server.
-LOAD_MS_PER_IMAGE = 40.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,9 @@ def optimizer_counts(s: NetSpec, cfg, route: str) -> tuple[Counts, Counts]:
         w_opt = search_weight_optimizer(
             net, False, lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
         )
-        for group in w_opt.param_groups:  # the meta device has no fused SGD kernel
-            group["fused"] = False
+        for group in w_opt.param_groups:  # the meta device has no fused SGD kernel,
+            group["fused"] = False  # and the unfused step reads a tensor rate on the host
+            group["lr"] = cfg.w_lr
         arch = net.arch_parameters()
         for p in arch:
             p.grad = torch.empty_like(p)
