@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--load-ms",
         type=float,
-        default=LOAD_MS_PER_IMAGE,
-        help="estimated ms to load one image in one loader worker (decode, resize, crop)",
+        default=None,
+        help="ms to load one training image in one loader worker (decode, resize, crop; "
+        f"default: timed for synthetic data, else {LOAD_MS_PER_IMAGE:g}, a stated figure)",
     )
     p.add_argument("--gpus", default=",".join(GPUS), help=f"GPUs to project for: {', '.join(GPUS)}")
     p.add_argument(
@@ -134,7 +135,7 @@ def _flag_problem(args: argparse.Namespace, routes: list[str], gpus: list[str]) 
         return f"--gpus: unknown {bad}; choose from {', '.join(GPUS)}"
     if args.launch_us < 0:
         return f"--launch-us must be >= 0, got {args.launch_us}"
-    if args.load_ms < 0:
+    if args.load_ms is not None and args.load_ms < 0:
         return f"--load-ms must be >= 0, got {args.load_ms}"
     return None
 
@@ -190,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     iters = args.time_iters if args.time_iters is not None else (3 if device.type == "cuda" else 0)
     if iters < 0:
         return fail(f"--time-iters must be >= 0, got {iters}")
+    from fastadl.diagnostics.overheads import load_ms_per_image
+
+    load_ms, load_source = load_ms_per_image(cfg, args.load_ms)
     run = CostRun(cfg, args.preset, images, val_images, val_size, classes, routes, gpus,
-                  args.launch_us, args.load_ms, iters, device)  # fmt: skip
+                  args.launch_us, load_ms, iters, device, load_source)  # fmt: skip
     run_cost(run, progress=not args.no_progress)
     return 0
 

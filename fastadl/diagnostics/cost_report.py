@@ -38,6 +38,7 @@ class CostRun:
     load_ms: float
     time_iters: int
     device: torch.device
+    load_source: str = "given by --load-ms"  # how load_ms was had (overheads.load_ms_per_image)
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,10 @@ def _projection(run: CostRun, route: str, c: RouteCounts, flops, val: NetSpec) -
     _table(["GPU", *next(iter(table.values()))], rows)
     cfg = run.cfg
     print(f"counted: the steps' pieces, optimizer steps, validation ({run.val_images} images "
-          f"at {val.height}×{val.width}, batch {val.batch}, after each epoch); *estimated: data "
-          f"loading at {run.load_ms:g} ms per image per worker, {max(cfg.workers, 1)} "
-          "worker(s), added as if it did not overlap the steps (--load-ms)")  # fmt: skip
+          f"at {val.height}×{val.width}, batch {val.batch}, after each epoch); *not counted: "
+          f"data loading at {run.load_ms:.3g} ms per image per worker ({run.load_source}), "
+          f"{max(cfg.workers, 1)} worker(s), added as if it did not overlap the steps "
+          "(--load-ms)")  # fmt: skip
 
 
 def _timed(run: CostRun, shape: NetSpec, progress: bool):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from fastadl.diagnostics.counting import Counts, count
+from fastadl.diagnostics.gpus import LOAD_MS_PER_IMAGE
 from fastadl.diagnostics.measure import ROUTES
 from fastadl.diagnostics.workloads import NetSpec
 
@@ -112,3 +113,24 @@ def validation_forwards(cfg, val_images: int) -> int:
 def loading_seconds(images: int, ms_per_image: float, workers: int) -> float:
     """Seconds to load ``images`` images with ``workers`` loader processes (0 = in-process)."""
     return images * ms_per_image * 1e-3 / max(workers, 1)
+
+
+def load_ms_per_image(cfg, given: float | None, items: int = 16) -> tuple[float, str]:
+    """(ms to load one training image in one worker, how that figure was had). ``given``: the
+    user's --load-ms. Synthetic data is generated on this machine, so it is timed over
+    ``items`` images (with the search's augmentation); a real dataset may not be on this
+    machine, so its figure is LOAD_MS_PER_IMAGE, stated."""
+    import time
+
+    from fastadl.runtime.loading import build_datasets
+
+    if given is not None:
+        return given, "given by --load-ms"
+    if cfg.data != "synthetic":
+        return LOAD_MS_PER_IMAGE, "estimated (a stated figure for a decoded, resized photo)"
+    train = build_datasets(cfg)[0]
+    n = min(items, len(train))
+    start = time.perf_counter()
+    for i in range(n):
+        train[i]
+    return 1000 * (time.perf_counter() - start) / n, f"measured over {n} synthetic images"
