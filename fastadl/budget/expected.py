@@ -104,6 +104,11 @@ class DenseCost(NamedTuple):
     op: torch.Tensor
     head: torch.Tensor
 
+    def to(self, device) -> DenseCost:
+        """The same costs on ``device``."""
+        moved = (t.to(device) for t in (self.link1, self.link2, self.link, self.op, self.head))
+        return DenseCost(self.unit, self.fixed, self.layers, self.names, *moved)
+
 
 def dense_cost(table: CostTable, layers: int, primitives: Sequence[str] = PRIMITIVES) -> DenseCost:
     """``table`` as tensors for an L-layer trellis; KeyError naming a piece the table lacks."""

@@ -47,6 +47,8 @@ class Budget:
 
     def expected(self, alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
         """E[cost] in ``unit`` (0-d, differentiable; fastadl/budget/expected.py)."""
+        if self.dense.link.device != alphas.device:  # copied to the search's device once
+            self.dense = self.dense.to(alphas.device)
         return expected_cost(self.dense, alphas, betas, self.primitives)
 
     def hinge(self, alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
