@@ -4,6 +4,7 @@ search would take on named GPUs.
     python -m fastadl.cost --preset paper                   # the paper's setting (§3)
     python -m fastadl.cost --preset tiny --crop-size 128    # any preset + config overrides
     python -m fastadl.cost --preset paper --time-iters 5    # also time real iterations (CUDA)
+    python -m fastadl.cost --genotype G --size 512x1024     # a derived network (budget/cli.py)
 
 Per search iteration (one weight step + one α/β step) and backend: FLOPs (convolutions and
 matrix products, counted analytically: fastadl/diagnostics/pieces.py), minimum bytes moved,
@@ -75,6 +76,13 @@ def _num_classes(data: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--genotype" or a.startswith("--genotype=") for a in argv):
+        # a derived network's latency / multiply-adds / parameters (issue 25): its own parser
+        from fastadl.budget.cli import main as network_cost
+        from fastadl.train.model import load_genotype
+
+        return network_cost(argv, load_genotype)
     args = build_parser().parse_args(argv)
     from fastadl.diagnostics.gpus import GPUS
 
