@@ -117,3 +117,23 @@ def test_no_target_never_calls_the_budget_and_runs_as_before(tmp_path, monkeypat
 def test_bad_budget_flags_are_named(changes, fragment):
     with pytest.raises(ConfigError, match=fragment):
         dataclasses.replace(MICRO, **changes).validated()
+
+
+def test_search_budget_builds_its_tables_once_at_the_deploy_size():
+    calls = []
+
+    def build(model_kwargs, size, unit, device, threads):
+        calls.append((unit, tuple(size), device, threads, model_kwargs["layers"]))
+        return synthetic_table(seed=len(calls), unit=unit)
+
+    def no_size():
+        raise AssertionError("the default size is read only when a target is set")
+
+    assert search_term.search_budget(MICRO, 5, no_size, build) is None and not calls
+    cfg = dataclasses.replace(MICRO, layers=3, flops_target=2.0, deploy_threads=2)
+    budget = search_term.search_budget(cfg, 5, lambda: (32, 48), build)
+    assert [c[0] for c in calls] == ["GMACs", "ms", "Mparams"]
+    assert {c[1:] for c in calls} == {((32, 48), "cpu", 2, 3)}
+    assert (budget.unit, budget.target, budget.context["deploy_size"]) == ("GMACs", 2.0, [32, 48])
+    sized = dataclasses.replace(cfg, deploy_size="64x96")
+    assert search_term.search_budget(sized, 5, no_size, build).context["deploy_size"] == [64, 96]
