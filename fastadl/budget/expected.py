@@ -180,7 +180,9 @@ def expected_cost(
 
     # E[a cell's ops | its level c, whether the path goes down into it] (4, 2)
     w_all = W.sum(0)  # (K',)
-    w_in = W[_reads_inputs(W.shape[0], W.device)].sum(0)  # the branches that read H^{l-2}, H^{l-1}
+    # the branches that read H^{l-2}, H^{l-1} (a multiply, not a boolean index: that would read
+    # the mask's count on the host, a synchronisation on CUDA)
+    w_in = (W * _reads_inputs(W.shape[0], W.device)[:, None]).sum(0)
     plain = op[:, 0] @ w_all  # (4,) every branch at stride 1
     down = op[:, 1] @ w_in + op[:, 0] @ (w_all - w_in)  # (4,) inputs 0/1 at stride 2
     levels = torch.arange(NUM_LEVELS, device=T.device)
