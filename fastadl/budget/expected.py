@@ -19,6 +19,7 @@ Z_b = Σ_{i<j} s_i s_j over the block's edges.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -70,8 +71,10 @@ def edge_weights(alphas: torch.Tensor, primitives: Sequence[str] = PRIMITIVES) -
     return real * torch.cat(scale)[:, None]
 
 
-def _reads_inputs(edges: int, device) -> torch.Tensor:
-    """(E,) bool: the edges whose source is one of the cell's two inputs (0 or 1)."""
+@functools.cache
+def _reads_inputs(edges: int, device: torch.device) -> torch.Tensor:
+    """(E,) bool: the edges whose source is one of the cell's two inputs (0 or 1); made once
+    per device (a host-to-device copy at every step would wait for the device). Read-only."""
     blocks = 0
     while num_edges(blocks) < edges:
         blocks += 1
@@ -189,9 +192,8 @@ def expected_cost(
     # cell_cost[b, c] for a cell at level c whose H^{l-1} is at level b: down when c == b + 1
     cell_cost = torch.where(levels[None, :] == levels[:, None] + 1, down[None, :], plain[None, :])
 
-    total = torch.as_tensor(table.fixed, dtype=T.dtype, device=T.device)
     p1 = T[0, 0]  # (4,) level of cell 1 (the stem's /4 output is at level 0)
-    total = total + p1 @ (link1 + cell_cost[0])
+    total = p1 @ (link1 + cell_cost[0]) + table.fixed
     pair = p1[:, None] * T[1]  # (4, 4) joint of (c_1, c_2)
     total = total + (pair * (link2 + cell_cost)).sum()
     marginal = p1
