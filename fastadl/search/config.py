@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from fastadl.budget.deploy import parse_size
 from fastadl.runtime.config import (
     TINY_DATA,
     ConfigError,
@@ -25,6 +26,9 @@ VAL_BN_MODES = ("running", "batch")
 PATH_DECODINGS = ("viterbi", "prior-corrected")
 # How the cell's ops and inputs are chosen at the end (fastadl/search/perturbation.py).
 OP_SELECTIONS = ("alpha", "perturbation")
+
+# `python -m fastadl.train --model` (fastadl/train/config.py's MODELS)
+DEPLOY_MODELS = ("S", "M", "L", "tiny", "probe")
 
 __all__ = ["BACKENDS", "PRESETS", "VAL_BN_MODES", "ConfigError", "SearchConfig", "resolve"]
 
@@ -108,6 +112,41 @@ class SearchConfig(LoopConfig):
         choices=VAL_BN_MODES,
     )
 
+    # a cost budget (docs/BUDGET.md): off unless a target is given
+    latency_target: float = option(
+        0.0,
+        "search for a network whose latency on --deploy-device at --deploy-size is at most this "
+        "(0 = no budget; the search is then exactly the unconstrained one)",
+        unit="ms",
+        min=0,
+    )
+    flops_target: float = option(
+        0.0,
+        "or a budget in multiply-adds at --deploy-size (0 = none)",
+        unit="G",
+        min=0,
+    )
+    deploy_size: str = option(
+        "", "HxW input size the budget is for (default: the validation images' size)"
+    )
+    deploy_device: str = option("cpu", "device the latency budget is measured on (cpu, cuda, ...)")
+    deploy_threads: int = option(1, "CPU threads of the latency measurement", min=1)
+    deploy_model: str = option(
+        "tiny",
+        "the network the budget is for, as `python -m fastadl.train --model` builds it from the "
+        "search's genotype (train's default: tiny)",
+        choices=DEPLOY_MODELS,
+    )
+    cost_weight_alpha: float = option(
+        1.0, "weight of the budget's penalty in α's loss (max(0, expected/target - 1))", min=0
+    )
+    cost_weight_beta: float = option(
+        1.0,
+        "weight of the budget's penalty in β's loss (separate: one shared weight tends to "
+        "collapse the search to fast, poor networks, FasterSeg)",
+        min=0,
+    )
+
     @property
     def first_arch_epoch(self) -> int:
         """Epochs of weight-only warm-up: arch_start_fraction of the epochs when set."""
@@ -116,6 +155,7 @@ class SearchConfig(LoopConfig):
         return round(self.arch_start_fraction * self.epochs)
 
     def check(self) -> None:
+        self.check_budget()
         if self.arch_start_fraction > 1:
             raise ConfigError(
                 f"arch_start_fraction must be in [0, 1] (or -1), got {self.arch_start_fraction}"
@@ -124,6 +164,20 @@ class SearchConfig(LoopConfig):
             raise ConfigError(
                 f"arch_start_epoch must be in 0..epochs ({self.epochs}), got {self.arch_start_epoch}"
             )
+
+    def check_budget(self) -> None:
+        if self.latency_target and self.flops_target:
+            raise ConfigError("give one of --latency-target and --flops-target, not both")
+        if not (self.latency_target or self.flops_target):
+            return
+        if self.layers < 3:
+            raise ConfigError(f"a cost target needs --layers >= 3 (the decoder reads the third "
+                              f"cell), got {self.layers}")  # fmt: skip
+        if self.deploy_size:
+            try:
+                parse_size(self.deploy_size)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
 
 PRESETS: dict[str, SearchConfig] = {

@@ -123,10 +123,13 @@ def plot_alpha_history(
     records: list[dict], primitives: Sequence[str], out_png: str | os.PathLike
 ) -> Path:
     """softmax(α) of every edge against epoch (one panel per edge, one line per op), and the
-    normalised entropies of α and β (1 = uniform) in a last panel.
+    normalised entropies of α and β (1 = uniform) in a next panel; a budgeted search's expected
+    and decoded cost against its target in a last one.
 
     records: ``metrics.jsonl`` objects; the search's epoch records carry ``alpha_softmax``
-    (E × K), ``alpha_entropy`` and ``beta_entropy`` (fastadl/search/arch_stats.py). Others are skipped.
+    (E × K), ``alpha_entropy`` and ``beta_entropy`` (fastadl/search/arch_stats.py), and with a
+    budget ``expected_cost``, ``decoded_cost``, ``cost_target``, ``cost_unit``
+    (fastadl/budget/search_term.py). Others are skipped.
     """
     rows = [r for r in records if r.get("kind") == "epoch" and r.get("alpha_softmax")]
     if not rows:
@@ -136,8 +139,10 @@ def plot_alpha_history(
     _, edges, k = probs.shape
     if k != len(primitives):
         raise ValueError(f"alpha_softmax has {k} ops per edge, expected {len(primitives)}")
-    cols = min(5, edges + 1)
-    nrows = math.ceil((edges + 1) / cols)
+    budget = [r for r in rows if "expected_cost" in r]
+    panels = edges + 1 + bool(budget)
+    cols = min(5, panels)
+    nrows = math.ceil(panels / cols)
     fig = figure(2.6 * cols, 2.0 * nrows + 0.6)
     axes = fig.subplots(nrows, cols, squeeze=False).ravel()
     colours = [f"C{i}" for i in range(k)]
@@ -157,9 +162,39 @@ def plot_alpha_history(
     ax.set_title("normalised entropy (1 = uniform)", fontsize=8)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
-    for ax in axes[edges + 1 :]:
+    if budget:
+        plot_cost(axes[edges + 1], budget)
+    for ax in axes[panels:]:
         ax.set_visible(False)
     handles = [axes[0].lines[op] for op in range(k)]
     fig.legend(handles, list(primitives), loc="outside lower center", ncols=min(k, 8), fontsize=7)
     fig.suptitle("softmax(α) per edge over the search (dashed: uniform)", fontsize=9)
     return save(fig, out_png)
+
+
+def plot_cost(ax, rows: list[dict]) -> None:
+    """Expected and decoded cost per epoch, the target dashed."""
+    epochs = [r["epoch"] for r in rows]
+    ax.plot(epochs, [r["expected_cost"] for r in rows], marker=".", label="expected")
+    ax.plot(epochs, [r["decoded_cost"] for r in rows], marker=".", label="decoded")
+    ax.axhline(rows[-1]["cost_target"], color="0.3", linestyle="--", linewidth=0.8, label="target")
+    ax.set_title(f"cost ({rows[-1]['cost_unit']})", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7)
+
+
+def save_plots(run_dir: Path, model, path: tuple[int, ...], metrics_path: Path) -> None:
+    """β trellis with the decoded path, α per edge (now and over the epochs), loss/mIoU curves
+    → run_dir/plots/*.png (the genotype's diagrams: fastadl/search/diagrams.py)."""
+    from fastadl.runtime.rundir.metrics_log import read
+    from fastadl.runtime.rundir.plots import plot_curves
+
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    with torch.no_grad():
+        nb = model.normalized_betas().cpu()
+        plot_betas(nb, path, plots / "betas.png")
+        plot_alphas(model.alphas.detach().cpu(), model.primitives, plots / "alphas.png")
+    records = read(metrics_path)
+    plot_curves(records, plots / "curves.png")
+    plot_alpha_history(records, model.primitives, plots / "alpha_history.png")

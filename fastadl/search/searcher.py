@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fastadl.budget.search_term import search_budget
 from fastadl.data import subset
 from fastadl.data.split import load_split, make_split, save_split
 from fastadl.nn import SuperNet
@@ -43,6 +44,7 @@ from fastadl.search.config import ConfigError, SearchConfig
 from fastadl.search.diagrams import save_diagrams
 from fastadl.search.flat_sgd import search_weight_optimizer
 from fastadl.search.perturbation import select_inputs, select_ops
+from fastadl.search.plots import save_plots
 from fastadl.space.genotype import Genotype, decode_cell, viterbi
 from fastadl.space.path_prior import prior_corrected
 
@@ -125,6 +127,9 @@ class Search:
             weight_decay=cfg.w_weight_decay,
         )
         self.w_scaler = self.precision.make_scaler()
+        # a cost budget (None without a target): its tables built once, here
+        val_size = lambda: tuple(self.val_set[0][0].shape[-2:])  # noqa: E731
+        self.budget = search_budget(cfg, train_set.num_classes, val_size)
         self.architect = Architect(
             self.model,
             self.arch_params,
@@ -220,13 +225,15 @@ class Search:
     def arch_regularizer(self):
         """The α/β loss's extra terms, None when all are off: arch_entropy_weight · mean
         normalised entropy of softmax(α) (pushes each edge towards one op, shrinking the gap
-        between the mixed supernet and the decoded cell) and alpha_decay_weight · β-DARTS'
-        beta-decay (arch_stats.alpha_decay)."""
+        between the mixed supernet and the decoded cell), alpha_decay_weight · β-DARTS'
+        beta-decay (arch_stats.alpha_decay) and a budget's penalty (fastadl/budget)."""
         entropy, decay = self.cfg.arch_entropy_weight, self.cfg.alpha_decay_weight
-        alphas = self.model.alphas
-        if not (entropy or decay):
+        alphas, betas, budget = self.model.alphas, self.model.betas, self.budget
+        if not (entropy or decay or budget):
             return None
         terms = [(w, f) for w, f in ((entropy, alpha_entropy), (decay, alpha_decay)) if w]
+        if budget:
+            terms.append((1.0, lambda a: budget.penalty(a, betas)))
         return lambda: sum(w * f(alphas) for w, f in terms)
 
     def decode(self, genotype: Genotype | None = None) -> Genotype:
@@ -271,6 +278,8 @@ class Search:
             self.genotype = dataclasses.replace(self.genotype, cell=self.perturbation_cell())
             arch["op_selection"] = "perturbation"
         record = {"val_miou": miou, "val_pixel_acc": acc, "genotype": self.genotype.to_dict()}
+        if self.budget:
+            arch.update(self.budget.record(model.alphas, model.betas, self.genotype))
         return {**record, **arch}
 
     def perturbation_cell(self) -> tuple[tuple[str, int], ...]:
@@ -304,7 +313,10 @@ class Search:
         return select_inputs(model.alphas, model.primitives, chosen, evaluate)
 
     def report(self, epoch: int, record: dict, metrics_path: Path) -> str:
-        self.genotype.save(self.run_dir / "genotype.json")
+        if self.budget:  # with the decoded genotype's predicted cost
+            self.budget.save_genotype(self.genotype, self.run_dir / "genotype.json")
+        else:
+            self.genotype.save(self.run_dir / "genotype.json")
         save_plots(self.run_dir, self.model, self.genotype.path, metrics_path)
         if self.genotype != self.drawn:  # the diagrams change only with the genotype
             save_diagrams(self.genotype, self.run_dir / "plots")
@@ -321,6 +333,7 @@ class Search:
             f"path {list(self.genotype.path)}, max softmax(α) {record['alpha_max_mean']:.3f}, "
             f"α/β entropy {record['alpha_entropy']:.3f}/{record['beta_entropy']:.3f}, "
             f"{record['skip_count']} skips{frozen_note}{selected}"
+            + (self.budget.progress(record) if self.budget else "")
         )
 
     def optimizer_states(self) -> dict:
@@ -374,21 +387,3 @@ def check_cuda_graphs(cfg: SearchConfig, device: torch.device) -> None:
         "--cuda-graphs: capturing the search steps as CUDA graphs is not implemented yet; "
         "run without it"
     )
-
-
-def save_plots(run_dir: Path, model: SuperNet, path: tuple[int, ...], metrics_path: Path) -> None:
-    """β trellis with the decoded path, α per edge (now and over the epochs), loss/mIoU curves
-    → run_dir/plots/*.png (the genotype's diagrams: fastadl/search/diagrams.py)."""
-    from fastadl.runtime.rundir.metrics_log import read
-    from fastadl.runtime.rundir.plots import plot_curves
-    from fastadl.search.plots import plot_alpha_history, plot_alphas, plot_betas
-
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    with torch.no_grad():
-        nb = model.normalized_betas().cpu()
-        plot_betas(nb, path, plots / "betas.png")
-        plot_alphas(model.alphas.detach().cpu(), model.primitives, plots / "alphas.png")
-    records = read(metrics_path)
-    plot_curves(records, plots / "curves.png")
-    plot_alpha_history(records, model.primitives, plots / "alpha_history.png")

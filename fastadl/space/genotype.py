@@ -59,7 +59,9 @@ class Genotype:
         missing = [k for k in ("cell", "path") if k not in d]
         if missing:
             raise GenotypeError(f"{source}: missing field(s) {missing}")
-        unknown = set(d) - {"cell", "path", "filter_multiplier", "block_multiplier", "layers"}
+        # predicted_cost: a budgeted search's report beside the genotype (fastadl/budget)
+        known = {"cell", "path", "filter_multiplier", "block_multiplier", "layers"}
+        unknown = set(d) - known - {"predicted_cost"}
         if unknown:
             raise GenotypeError(f"{source}: unknown field(s) {sorted(unknown)}")
         _check_json_types(d, source)
