@@ -1,17 +1,21 @@
-"""``python -m fastadl.cost``: what one search iteration costs per backend, and what the whole
-search would take on named GPUs.
+"""``python -m fastadl.cost``: what one search iteration costs on the route each device runs,
+and what the whole search would take on named GPUs.
 
     python -m fastadl.cost --preset paper                   # the paper's setting (§3)
     python -m fastadl.cost --preset tiny --crop-size 128    # any preset + config overrides
     python -m fastadl.cost --preset paper --time-iters 5    # also time real iterations (CUDA)
+    python -m fastadl.cost --genotype G --size 512x1024     # a derived network (budget/cli.py)
 
-Per search iteration (one weight step + one α/β step) and backend: FLOPs (convolutions and
-matrix products, counted analytically: fastadl/diagnostics/pieces.py), minimum bytes moved,
-saved activations and kernel launches (counted from the real modules on fake tensors:
-fastadl/diagnostics/counting.py). Then the whole search's projected time on P100, V100, A100
-and H100 from their peak rates and a per-launch cost, beside the paper's 3 P100-days; on a
-CUDA machine (or with --time-iters on any device) a few real iterations are timed and
-extrapolated.
+Routes: ``cuda`` (search cells on the cell-level path's ATen operators, as on CUDA), ``cpu``
+(the same path with its C++ kernels, as on a CPU) and, for comparison, ``reference``. Per search
+iteration (one weight step + one α/β step) and route: FLOPs (convolutions and matrix products,
+counted analytically: fastadl/diagnostics/pieces.py), minimum bytes moved, saved activations
+and kernel launches (counted from the real modules on meta tensors, each distinct piece once:
+fastadl/diagnostics/measure.py), the optimizer steps' launches and a validation forward's.
+Then, for the routes a GPU runs, the whole search's projected time on P100, V100, A100 and
+H100 from their peak rates and a per-launch cost, line by line (steps, optimizer steps and
+validation counted, data loading estimated), beside the paper's 3 P100-days; with
+--time-iters (default 3 on CUDA) a few real iterations are timed and extrapolated.
 """
 
 from __future__ import annotations
@@ -30,16 +34,20 @@ from fastadl.search.config import PRESETS, SearchConfig, resolve
 
 # Training images per dataset (the split gives each half about a half of them).
 TRAIN_IMAGES = {"cityscapes": 2975, "voc": 1464, "ade20k": 20210}
-BACKENDS = ("reference", "fused", "triton")
+ROUTES = ("cuda", "cpu", "reference")
+DEFAULT_ROUTES = "cuda,cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastadl.diagnostics.gpus import GPUS, LAUNCH_US
+    from fastadl.diagnostics.gpus import GPUS, LAUNCH_US, LOAD_MS_PER_IMAGE
 
     p = command_parser(
         "python -m fastadl.cost",
         "FLOPs, minimum bytes moved, saved activations and kernel launches of one search "
-        "iteration per backend, and the whole search's projected time on named GPUs.",
+        "iteration on the route each device runs (cuda: the cell-level path on ATen ops; cpu: "
+        "the same path with its C++ kernels), with the optimizer steps and validation, and the "
+        "whole search's projected time on named GPUs (steps, optimizers and validation "
+        "counted, data loading estimated). Counting takes well under a minute on a CPU.",
     )
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="search preset")
     p.add_argument(
@@ -50,7 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--classes", type=int, help="classes (default: the dataset's)")
     p.add_argument(
-        "--backends", default=",".join(BACKENDS), help="comma-separated backends to count"
+        "--routes",
+        default=DEFAULT_ROUTES,
+        help=f"comma-separated routes to count: {', '.join(ROUTES)} (reference: the edge-by-edge "
+        "sum, for comparison; projected: the GPU routes cuda and reference)",
+    )
+    p.add_argument(
+        "--val-set-images",
+        type=int,
+        help="images in the validation set (default: Cityscapes 500, VOC 1449, ADE20K 2000, "
+        "synthetic 100); --val-images caps what one validation reads",
+    )
+    p.add_argument(
+        "--val-size",
+        help="validation image size WIDTHxHEIGHT (default: the dataset's images as the config "
+        "resizes them: Cityscapes' 2048x1024 × --resize-factor = 1024x512 at the paper preset, "
+        "or --image-height/--image-width; synthetic: --image-size; else the training crop)",
+    )
+    p.add_argument(
+        "--load-ms",
+        type=float,
+        default=LOAD_MS_PER_IMAGE,
+        help="estimated ms to load one image in one loader worker (decode, resize, crop)",
     )
     p.add_argument("--gpus", default=",".join(GPUS), help=f"GPUs to project for: {', '.join(GPUS)}")
     p.add_argument(
@@ -74,22 +103,64 @@ def _num_classes(data: str) -> int:
     return {"cityscapes": 19, "voc": 21, "ade20k": 150, "synthetic": 6}.get(data, 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _validation_args(args, data: str) -> tuple[tuple[int, int] | None, int]:
+    """(--val-size as (H, W) or None, the validation set's images); ValueError names the flag."""
+    from fastadl.diagnostics.overheads import VAL_IMAGES
+
+    val_size = None
+    if args.val_size:
+        try:
+            w, h = (int(v) for v in args.val_size.lower().split("x"))
+        except ValueError:
+            w = h = 0
+        if w < 1 or h < 1:
+            raise ValueError(
+                f"--val-size: expected WIDTHxHEIGHT such as 1024x512, got {args.val_size!r}"
+            )
+        val_size = (h, w)
+    val_images = args.val_set_images or VAL_IMAGES.get(data, 100)
+    if val_images < 1:
+        raise ValueError(f"--val-set-images must be >= 1, got {val_images}")
+    return val_size, val_images
+
+
+def _flag_problem(args: argparse.Namespace, routes: list[str], gpus: list[str]) -> str | None:
+    """The first bad value among --routes, --gpus, --launch-us and --load-ms, said in a line."""
     from fastadl.diagnostics.gpus import GPUS
+
+    if bad := [r for r in routes if r not in ROUTES] or not routes:
+        return f"--routes: unknown {bad or args.routes!r}; choose from {', '.join(ROUTES)}"
+    if bad := [g for g in gpus if g not in GPUS]:
+        return f"--gpus: unknown {bad}; choose from {', '.join(GPUS)}"
+    if args.launch_us < 0:
+        return f"--launch-us must be >= 0, got {args.launch_us}"
+    if args.load_ms < 0:
+        return f"--load-ms must be >= 0, got {args.load_ms}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--genotype" or a.startswith("--genotype=") for a in argv):
+        # a derived network's latency / multiply-adds / parameters (issue 25): its own parser
+        from fastadl.budget.cli import main as network_cost
+        from fastadl.train.model import load_genotype
+
+        return network_cost(argv, load_genotype)
+    args = build_parser().parse_args(argv)
 
     try:
         cfg = resolve(args.preset, overrides_from(args, SearchConfig))
     except USER_ERRORS as e:
         return fail(str(e))
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    if bad := [b for b in backends if b not in BACKENDS]:
-        return fail(f"--backends: unknown {bad}; choose from {', '.join(BACKENDS)}")
-    if bad := [g for g in gpus if g not in GPUS]:
-        return fail(f"--gpus: unknown {bad}; choose from {', '.join(GPUS)}")
-    if args.launch_us < 0:
-        return fail(f"--launch-us must be >= 0, got {args.launch_us}")
+    if problem := _flag_problem(args, routes, gpus):
+        return fail(problem)
+    try:
+        val_size, val_images = _validation_args(args, cfg.data)
+    except ValueError as e:
+        return fail(str(e))
     images = args.train_images
     if images is None:
         images = TRAIN_IMAGES.get(cfg.data) or (
@@ -119,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     iters = args.time_iters if args.time_iters is not None else (3 if device.type == "cuda" else 0)
     if iters < 0:
         return fail(f"--time-iters must be >= 0, got {iters}")
-    run = CostRun(cfg, args.preset, images, classes, backends, gpus, args.launch_us, iters, device)
+    run = CostRun(cfg, args.preset, images, val_images, val_size, classes, routes, gpus,
+                  args.launch_us, args.load_ms, iters, device)  # fmt: skip
     run_cost(run, progress=not args.no_progress)
     return 0
 

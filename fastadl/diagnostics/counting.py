@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch._prims_common import suggest_memory_format
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import conv_backward_flop, flop_registry, shape_wrapper
 
@@ -127,6 +128,18 @@ def _tensors(tree):
             yield from _tensors(t)
 
 
+def _eager_layout(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A meta convolution's output in the layout eager picks: torch's meta convolution always
+    answers a contiguous tensor (it has no device to pick a backend by), where oneDNN on a CPU
+    and cuDNN on CUDA return channels-last for a channels-last input or weight (as the meta
+    convolution_backward already does); without this, every later reshape of a cell-path
+    conv's output would count a copy that no device makes."""
+    cl = torch.channels_last
+    if out.dim() == 4 and cl in (suggest_memory_format(x), suggest_memory_format(w)):
+        return torch.empty_like(out, memory_format=cl)
+    return out
+
+
 @dataclass
 class Counts:
     launches: int = 0
@@ -158,6 +171,8 @@ class _Counter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if func is torch.ops.aten.convolution.default and out.device.type == "meta":
+            out = _eager_layout(out, args[0], args[1])
         formula = self.flop_table.get(func.overloadpacket)
         if formula is not None:
             self.counts.flops += formula(*args, **kwargs, out_val=out)

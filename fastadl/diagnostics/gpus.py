@@ -26,6 +26,11 @@ GPUS = {
 # **decision**: 5 µs by default, a flag of ``python -m fastadl.cost``; CUDA-graph replay of a
 # captured step (issue 9) removes the CPU part, so its rows use GRAPH_LAUNCH_US.
 LAUNCH_US = 5.0
+# **decision**: a stated figure, not measured here: decoding a 2048×1024 Cityscapes PNG and
+# its label map, resizing and cropping them takes ~30-50 ms on one core of a current server
+# (fastadl/diagnostics/overheads.py adds it per worker; here because --help must not import
+# torch's counting machinery, which imports Triton).
+LOAD_MS_PER_IMAGE = 40.0
 GRAPH_LAUNCH_US = 1.0
 
 

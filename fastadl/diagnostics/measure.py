@@ -1,18 +1,27 @@
-"""Launches, bytes and saved activations of every piece of a search iteration, per backend,
-counted on fake tensors (fastadl/diagnostics/counting.py) through the real modules: a SuperNet
-built with ``backend=`` under FakeTensorMode, with as many layers as it takes to hold every
-distinct node configuration (pieces.REPEATING_LAYER), so whatever fast path sits behind the
-modules is what is counted.
+"""Launches, bytes and saved activations of every piece of a search iteration, per route,
+counted on meta tensors (fastadl/diagnostics/counting.py) through the real modules: a SuperNet
+built with the route's backend on the meta device, deep enough to hold the first layer of
+every distinct piece, so whatever fast path sits behind the modules is what is counted.
 
-Two step kinds, as the search loop runs them: ``weight`` (α, β frozen; gradients of every
-weight and of every input that needs one; saved activations measured here) and ``arch``
+Routes (what a search runs; fastadl/ops/dispatch.py ``auto_summary``):
+- ``cuda``: the cell-level path on ATen operators, every C++ kernel off, as a CUDA tensor
+  takes it. Meta tensors count the same operators as FakeTensorMode's CPU tensors (the
+  convolutions' output layout corrected: counting.py) in a fifth of the time (issue 26).
+- ``cpu``: the same path with the C++ kernels wherever they take a CPU tensor of that shape
+  (``fastadl.kernels.cpu.stand_in``: each kernel call is counted as one launch, its bytes and
+  FLOPs are not).
+- ``reference``: the literal edge-by-edge sum, for comparison.
+
+Step kinds, as the search loop runs them: ``weight`` (α, β frozen; gradients of every weight
+and of every input that needs one; saved activations measured here), ``arch``
 (``torch.autograd.grad`` of the loss for α and β with the weights frozen, as
 fastadl/search/architect.py does: autograd runs a piece's backward only as far as its inputs
-depend on α or β, and no weight gradient is computed).
+depend on α or β) and ``forward`` (validation: no gradients).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -21,11 +30,15 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fastadl.diagnostics.counting import Counts, count
-from fastadl.diagnostics.pieces import REPEATING_LAYER, Piece
+from fastadl.diagnostics.pieces import Piece
 from fastadl.diagnostics.workloads import NetSpec
+from fastadl.kernels import cpu
 from fastadl.nn import SuperNet
 from fastadl.nn.search.supernet import level_sizes
 from fastadl.runtime.steps import frozen
+
+ROUTES = {"cuda": "auto", "cpu": "auto", "reference": "reference"}  # route → backend
+STEPS = ("weight", "arch")
 
 
 def _call(net: SuperNet, p: Piece, s: NetSpec) -> tuple[list[nn.Parameter], Callable]:
@@ -63,6 +76,14 @@ def _call(net: SuperNet, p: Piece, s: NetSpec) -> tuple[list[nn.Parameter], Call
 
 def _measure(net: SuperNet, p: Piece, s: NetSpec, step: str) -> Counts:
     params, run = _call(net, p, s)
+    if step == "forward":  # validation: no autograd graph at all
+        inputs = [torch.empty(shape) for shape in p.shapes]
+
+        def forward():
+            with torch.no_grad():
+                run(*inputs)
+
+        return count(forward) if p.kind != "loss" else Counts()  # validation has no loss
     inputs = [torch.empty(shape).requires_grad_(p.kind != "stem") for shape in p.shapes]
     if p.kind == "cell":  # the softmaxed α and β: require grad in the α/β step only
         for t in inputs[-2:]:
@@ -84,21 +105,37 @@ def _measure(net: SuperNet, p: Piece, s: NetSpec, step: str) -> Counts:
 
 
 def measure_pieces(
-    s: NetSpec, pieces: list[Piece], backend: str, progress: Callable[[], None] = lambda: None
+    s: NetSpec,
+    pieces: list[Piece],
+    route: str,
+    steps: tuple[str, ...] = STEPS,
+    progress: Callable[[], None] = lambda: None,
+    fake: bool = False,
 ) -> dict[str, Counts]:
-    """Per step kind ("weight", "arch"), the whole iteration's counts under ``backend``."""
-    totals = {"weight": Counts(), "arch": Counts()}
-    with FakeTensorMode():
+    """Per step kind (``steps``: "weight", "arch", "forward"), the pieces' counts times their
+    multiplicities, summed, on ``route`` (one of ROUTES). ``fake``: count on FakeTensorMode's
+    CPU tensors instead of meta tensors (~5× slower; the test that the two agree)."""
+    totals = {step: Counts() for step in steps}
+    kernels = Counts()
+
+    def record(name: str) -> None:
+        kernels.launches += 1
+
+    on_cpu = cpu.stand_in(record) if route == "cpu" else contextlib.nullcontext()
+    with FakeTensorMode() if fake else torch.device("meta"), on_cpu:
         with torch.random.fork_rng(devices=[]):
             net = SuperNet(
                 s.classes,
-                layers=min(s.layers, REPEATING_LAYER),
+                layers=max(p.layer for p in pieces) or 1,
                 filter_multiplier=s.filter_multiplier,
                 block_multiplier=s.block_multiplier,
-                backend=backend,
+                backend=ROUTES[route],
             ).train()
         for p in pieces:
-            for step in totals:
-                totals[step] = totals[step] + _measure(net, p, s, step) * p.count
+            for step in steps:
+                kernels.launches = 0
+                got = _measure(net, p, s, step)
+                got.launches += kernels.launches  # the C++ kernels' calls (cpu route)
+                totals[step] = totals[step] + got * p.count
             progress()
     return totals

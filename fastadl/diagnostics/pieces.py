@@ -23,10 +23,6 @@ from fastadl.space.cell_topology import num_edges
 from fastadl.space.primitives import PRIMITIVES
 from fastadl.space.trellis import COARSER, FINER, SAME, incoming, levels_at
 
-# Layers from this one on repeat the same node configurations: layers l − 1 and l − 2 both hold
-# all four levels (layer 4 still reduces H^{l-2} from layer 2's level 2 for its level 3).
-REPEATING_LAYER = 5
-
 
 @dataclass(frozen=True)
 class Conv:
@@ -50,7 +46,7 @@ class Piece:
     """One module call of the forward, ``count`` times per forward."""
 
     kind: str  # stem | pre_prev | pre_prev_prev | cell | head | loss
-    layer: int  # 0 for stem / head / loss; layers past REPEATING_LAYER map onto it
+    layer: int  # 0 for stem / head / loss; else the first layer whose module runs it
     level: int
     path: str  # transition: from_same | from_finer | from_coarser; cell: its number of paths
     count: int
@@ -59,7 +55,10 @@ class Piece:
     arch_inputs: tuple[bool, ...]  # which inputs depend on α/β
 
     def key(self) -> tuple:
-        return (self.kind, self.layer, self.level, self.path, self.shapes, self.arch_inputs)
+        """What makes two module calls the same piece: the same kind of module at one level,
+        on the same input shapes, with the same inputs depending on α/β (a node's modules
+        depend on its level and inputs only, so the calls of every layer share one key)."""
+        return (self.kind, self.level, self.path, self.shapes, self.arch_inputs)
 
 
 def node_channels(level: int, F: int, B: int) -> int:
@@ -90,23 +89,27 @@ def _reduce_convs(c_in, C, steps, n, sizes, level, arch_dep) -> list[Conv]:
     return out
 
 
-def iteration_pieces(s: NetSpec) -> list[Piece]:
-    """The pieces of one forward of the SuperNet ``s`` describes, with their multiplicities."""
+def iteration_pieces(s: NetSpec, distinct: bool = True) -> list[Piece]:
+    """The pieces of one forward of the SuperNet ``s`` describes, with their multiplicities:
+    each distinct piece once (``distinct``; at most ~40 whatever the depth), or every module
+    call as its own piece (count 1, at its own layer: the slow count the fast one must match)."""
     F, B, n = s.filter_multiplier, s.block_multiplier, s.batch
     sizes = level_sizes(s.height, s.width)
     half = node_channels(STEM0_LEVEL, F, B)
     pieces: dict[tuple, Piece] = {}
 
     def add(piece: Piece) -> None:
-        old = pieces.get(piece.key())
-        count = piece.count + (old.count if old else 0)
-        pieces[piece.key()] = Piece(**{**piece.__dict__, "count": count})
+        key = piece.key() if distinct else (piece.layer, *piece.key())
+        old = pieces.get(key)
+        if old is None:  # the first call keeps its layer: the module that runs the piece
+            pieces[key] = piece
+        else:
+            pieces[key] = Piece(**{**old.__dict__, "count": old.count + piece.count})
 
     stem = (Conv(3, half, 3, 1, n, *sizes[STEM0_LEVEL], input_grad=False, arch_dep=False),
             Conv(half, B * F, 3, 1, n, *sizes[0], arch_dep=False))  # fmt: skip
     add(Piece("stem", 0, 0, "", 1, stem, ((n, 3, s.height, s.width),), (False,)))
     for layer in range(1, s.layers + 1):
-        rep = min(layer, REPEATING_LAYER)
         dep_prev, dep_pp = layer >= 2, layer >= 3  # H^{l-1}, H^{l-2} computed by mixed cells
         for level in levels_at(layer):
             C, (h, w) = F * 2**level, sizes[level]
@@ -116,7 +119,7 @@ def iteration_pieces(s: NetSpec) -> list[Piece]:
             c_pp = node_channels(pp, F, B)
             convs = _reduce_convs(c_pp, C, level - pp, n, sizes, level, dep_pp)
             shape = (n, c_pp, *sizes[pp])
-            add(Piece("pre_prev_prev", rep, level, "", 1, tuple(convs), (shape,), (dep_pp,)))
+            add(Piece("pre_prev_prev", layer, level, "", 1, tuple(convs), (shape,), (dep_pp,)))
             for src, d in incoming(layer, level):
                 c_src = node_channels(src, F, B)
                 path = {COARSER: "from_finer", SAME: "from_same", FINER: "from_coarser"}[d]
@@ -125,7 +128,7 @@ def iteration_pieces(s: NetSpec) -> list[Piece]:
                 add(
                     Piece(
                         "pre_prev",
-                        rep,
+                        layer,
                         level,
                         path,
                         1,
@@ -145,7 +148,7 @@ def iteration_pieces(s: NetSpec) -> list[Piece]:
                     edges += _edge_convs(C, n, h, w, dep)
             shapes = ((n, C, h, w),) * (1 + P) + ((num_edges(B), len(PRIMITIVES)), (P,))
             deps = (dep_pp,) + (dep_prev,) * P + (True, True)
-            add(Piece("cell", rep, level, f"{P} paths", 1, tuple(edges) * P, shapes, deps))
+            add(Piece("cell", layer, level, f"{P} paths", 1, tuple(edges) * P, shapes, deps))
     for level in levels_at(s.layers):
         C, (h, w) = B * F * 2**level, sizes[level]
         head = (Conv(C, C, 1, 1, n, h, w), Conv(C, C, 3, 1, n, h, w), Conv(C, C, 1, 1, n, 1, 1),

@@ -256,7 +256,11 @@ def run_loop_cli(spec: LoopCLI, argv: list[str] | None = None) -> int:
         cfg, run_dir, resume = open_run(spec, args, overrides)
         result = spec.run(cfg, run_dir, resume=resume, progress=not args.no_progress)
     except NonFiniteError as e:
-        return fail(f"{e}; the last good checkpoint in {run_dir / 'checkpoints'} is intact", 3)
+        return fail(
+            f"{e}; the checkpoints are intact (none holds a non-finite value): continue from "
+            f"the last one with: {spec.prog} --resume {run_dir}",
+            3,
+        )
     except Preempted as e:
         if _is_rank0():
             print(

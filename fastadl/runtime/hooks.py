@@ -40,7 +40,13 @@ class HookBase:
         """Before an epoch's (remaining) steps."""
 
     def after_step(self, loop: Loop, record: dict[str, Any]) -> None:
-        """After each step; ``record`` is its metrics.jsonl object. May set ``loop.stop``."""
+        """After each step; ``record`` is its metrics.jsonl object, its values possibly still
+        on the device (0-d tensors: leave them unread). May set ``loop.stop``."""
+
+    def after_records(self, loop: Loop, records: list[dict[str, Any]]) -> None:
+        """When the loop has read the steps' values (loop.py's READ_EVERY, before a checkpoint,
+        after an epoch's steps): the records since the last read, in step order, with Python
+        numbers."""
 
     def after_steps(self, loop: Loop) -> None:
         """After an epoch's steps, whether they all ran or a stop request ended them."""
@@ -84,9 +90,10 @@ class MetricsHook(HookBase):
     def __init__(self, log: MetricsLog | None) -> None:
         self.log = log
 
-    def after_step(self, loop: Loop, record: dict[str, Any]) -> None:
+    def after_records(self, loop: Loop, records: list[dict[str, Any]]) -> None:
         if self.log:
-            self.log.append(record)
+            for record in records:
+                self.log.append(record)
 
 
 class TelemetryHook(HookBase):
@@ -178,6 +185,13 @@ class ProgressHook(HookBase):
         )
 
     def after_step(self, loop: Loop, record: dict[str, Any]) -> None:
+        if self.lines is None:
+            self.bar.update()
+
+    def after_records(self, loop: Loop, records: list[dict[str, Any]]) -> None:
+        """The figures of the newest record read (the loss is read every few steps)."""
+        record = records[-1]
+
         def extra() -> dict[str, str]:
             miou = {"mIoU": f"{loop.val_miou[-1]:.3f}"} if loop.val_miou else {}
             return {**miou, **self.telemetry.postfix()}
@@ -188,7 +202,6 @@ class ProgressHook(HookBase):
             return
         shown = {"loss": f"{record['loss']:.3f}", "img/s": f"{record['images_per_s']:.1f}"}
         self.bar.set_postfix({**shown, **extra()})
-        self.bar.update()
 
     def after_steps(self, loop: Loop) -> None:
         self.bar.close()
@@ -287,9 +300,10 @@ class TensorBoardHook(HookBase):
                 self.board.genotype(0, self.genotype)
         return self.board
 
-    def after_step(self, loop: Loop, record: dict[str, Any]) -> None:
+    def after_records(self, loop: Loop, records: list[dict[str, Any]]) -> None:
         if self.open(loop):
-            self.board.step(record)
+            for record in records:
+                self.board.step(record)
 
     def after_epoch(self, loop: Loop, record: dict[str, Any] | None) -> None:
         if record is not None and self.open(loop):

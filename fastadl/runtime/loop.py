@@ -12,6 +12,13 @@ Each holds the task's state, the loop counters, every RNG and how many metrics.j
 preceded it, so a resumed run (``--resume``, or the same ``--out`` and config again, e.g. a
 torchrun restart) continues bitwise where the checkpoint was taken, whenever the previous
 process died. Writing a checkpoint draws no random numbers and changes no state.
+
+A step leaves its values on the device (its loss a 0-d tensor, its non-finite checks in the
+task's ``watch``, runtime/steps.py's FiniteWatch), so on CUDA the host never waits for it. The
+loop reads them together, one host synchronisation, every ``READ_EVERY`` steps, before every
+checkpoint and after an epoch's steps: the records then go to the hooks (metrics.jsonl, the
+progress, TensorBoard), and a non-finite value raises NonFiniteError, so a checkpoint is only
+written after the steps it holds were found finite: the last one on disk is a good one.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ from fastadl.runtime.rundir.checkpoint import (
 from fastadl.runtime.rundir.files import write_run_files
 from fastadl.runtime.rundir.metrics_log import MetricsLog, truncate_after, truncate_to
 
+# Steps between two reads of the steps' device values (records, non-finite checks): a read
+# makes the host wait for the device, so not every step; a non-finite value is then found at
+# most this many steps late (it stops the run before any checkpoint holds it).
+READ_EVERY = 10
+
 
 class LoopTask(Protocol):
     """What a loop supplies. ``cfg`` is a fastadl/runtime/config.py's LoopConfig (epochs, max_steps, ...)."""
@@ -49,8 +61,10 @@ class LoopTask(Protocol):
         """The batches of ``epoch`` from batch ``start`` on (an iterable)."""
 
     def train_step(self, batch, step: int) -> dict[str, Any]:
-        """One step (``step`` = steps done before it); returns its record fields (with "loss")
-        and the number of images under "images"."""
+        """One step (``step`` = steps done before it); returns its record fields (with "loss";
+        a value may be a 0-d device tensor, read later by the loop) and the number of images
+        under "images". A task with a ``watch`` attribute (runtime/steps.py's FiniteWatch) has
+        it checked at every read."""
 
     def validate(self, epoch: int) -> dict[str, Any] | None:
         """Validation after ``epoch`` epochs on every rank: the epoch record's fields (with
@@ -137,12 +151,16 @@ class Loop:
         self.log: MetricsLog | None = None
         self.last_checkpoint: Path | None = None
         self.checkpointer = Checkpointer(run_dir, cfg, self.main)
+        self.hooks: list[HookBase] = []
+        self.pending: list[dict[str, Any]] = []  # step records whose values are not read yet
+        self.read_at = 0  # the step of the last read
 
     def restore(self, path: Path, state: dict) -> None:
         """The task's state, the counters and every RNG from a checkpoint."""
         try:
             self.task.load_state_dict(state)
             self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
+            self.read_at, self.last_checkpoint = self.step, path
             self.val_miou = list(state["val_miou"])
             set_rng_state(state["rng"])
         except CheckpointError as e:
@@ -171,8 +189,33 @@ class Loop:
         self.log = MetricsLog(path)
         return self.log
 
+    def read_values(self) -> None:
+        """Read the pending step records' device values (0-d tensors become Python numbers,
+        one host synchronisation), hand the records to the hooks, then check the task's
+        non-finite watch: NonFiniteError naming the step and the steps this read covered."""
+        records, self.pending = self.pending, []
+        since, self.read_at = self.read_at, self.step
+        lazy = [
+            (r, k) for r in records for k, v in r.items()
+            if isinstance(v, torch.Tensor) and v.numel() == 1
+        ]  # fmt: skip
+        if lazy:
+            values = torch.stack([r[k].detach().float().reshape(()) for r, k in lazy]).tolist()
+            for (r, k), v in zip(lazy, values, strict=True):
+                r[k] = v
+        if records:
+            for hook in self.hooks:
+                hook.after_records(self, records)
+        watch = getattr(self.task, "watch", None)
+        if watch is not None:
+            last = self.last_checkpoint or "none yet"
+            watch.check(f" (found when steps {since + 1}-{self.step} were read; the last "
+                        f"checkpoint, from before them: {last})")  # fmt: skip
+
     def checkpoint(self, name: str) -> Path:
-        """Write the task's state and the counters as checkpoint ``name`` (rank 0)."""
+        """Write the task's state and the counters as checkpoint ``name`` (rank 0), after
+        reading the steps' values (read_values: a non-finite state is never written)."""
+        self.read_values()
         self.last_checkpoint = self.checkpointer.save(
             name,
             lambda: {
@@ -191,6 +234,7 @@ class Loop:
     def run(self, hooks: list[HookBase]) -> LoopResult:
         """The epochs, each its steps then its end (validation, checkpoint), with the hooks
         called at their points."""
+        self.hooks = hooks
         try:
             for hook in hooks:
                 hook.before_train(self)
@@ -235,7 +279,11 @@ class Loop:
             seen += fields.pop("images") * dist.world_size()
             record = {"kind": self.task.record_kind, "step": self.step, "epoch": self.epoch + 1}
             record.update(fields, images_per_s=seen / (time.perf_counter() - t0))
+            self.pending.append(record)
             for hook in hooks:
                 hook.after_step(self, record)
+            if self.step - self.read_at >= READ_EVERY:
+                self.read_values()
             if self.stop:
                 break
+        self.read_values()

@@ -38,9 +38,11 @@ def sgd(params: list[nn.Parameter], **kwargs) -> torch.optim.SGD:
     the same update in one kernel instead of a Python loop over ~11,000 supernet tensors
     (about 4x faster on the search's CPU step)."""
     try:
-        return torch.optim.SGD(params, fused=True, **kwargs)
+        optimizer = torch.optim.SGD(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.SGD(params, **kwargs)
+    tensor_lr(optimizer)
+    return optimizer
 
 
 def stepped_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
@@ -61,6 +63,38 @@ class NonFiniteError(RuntimeError):
     """A loss or gradient became NaN/inf: the run stops and the last checkpoint is kept."""
 
 
+class FiniteWatch:
+    """Non-finite checks kept on the device: for each watched quantity ("loss", "weight
+    gradient", ...) a 0-d int64 tensor holding the first step at which it was NaN/inf (0 =
+    never). Noting a value is a few device operations and no host synchronisation; ``check``
+    reads them all at once (one synchronisation) and raises NonFiniteError naming the first."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, torch.Tensor] = {}
+
+    def note(self, what: str, values: list[torch.Tensor], step: int) -> None:
+        """Remember ``step`` for ``what`` if any element of ``values`` is not finite (and
+        ``what`` was finite until now)."""
+        bad = torch.stack([torch.isfinite(v).all() for v in values]).logical_not().any()
+        prev = self.first.get(what)
+        if prev is None:
+            prev = torch.zeros((), dtype=torch.int64, device=bad.device)
+        self.first[what] = torch.where(bad & (prev == 0), step, prev)
+
+    def check(self, where: str = "") -> None:
+        """Raise NonFiniteError for the earliest non-finite quantity, its step and ``where``
+        (appended to the message, e.g. which steps the check covered)."""
+        if not self.first:
+            return
+        names = list(self.first)
+        steps = torch.stack([self.first[n] for n in names]).tolist()
+        # by step, then in the order first noted (a step's loss before its gradient)
+        found = sorted(((s, n) for s, n in zip(steps, names, strict=True) if s), key=lambda f: f[0])
+        if found:
+            step, what = found[0]
+            raise NonFiniteError(f"non-finite {what} at step {step}{where}")
+
+
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Pixel cross-entropy in float32, ignore label 255. logits (N,K,H,W), masks (N,H,W)."""
     return nn.functional.cross_entropy(logits.float(), masks, ignore_index=255)
@@ -75,9 +109,27 @@ def micro_batches(images: torch.Tensor, masks: torch.Tensor, accumulate: int):
     return [(images[k::accumulate], masks[k::accumulate]) for k in range(accumulate)]
 
 
-def check_finite(loss: torch.Tensor, what: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise NonFiniteError(f"non-finite {what} ({loss.item()}) at step {step}")
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: in place where it is a tensor (``tensor_lr``), so a
+    schedule change is a device fill and no host→device copy; assigned where it is a float."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def tensor_lr(optimizer: torch.optim.Optimizer) -> None:
+    """Make a fused optimizer's learning rates 0-d float32 tensors on its parameters' device
+    (torch's fused SGD and Adam read a tensor learning rate on the device, with the same
+    numbers as a float one); other optimizers keep floats (their loops would read it back)."""
+    if not optimizer.defaults.get("fused"):
+        return
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        device = group["params"][0].device
+        if not isinstance(lr, torch.Tensor) or lr.device != device:
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
 
 
 def weight_step(
@@ -91,16 +143,23 @@ def weight_step(
     step: int,
     accumulate: int = 1,
     grad_clip: float = 0.0,
-) -> float:
-    """Forward, backward and SGD step on ``params``; returns the mean loss.
+    watch: FiniteWatch | None = None,
+) -> torch.Tensor:
+    """Forward, backward and SGD step on ``params``; returns the mean loss, a 0-d tensor.
 
     forward: the (possibly DDP-wrapped or compiled) model; images (N,3,H,W), masks (N,H,W).
-    Raises NonFiniteError before touching the weights if the loss or (unscaled) gradient is
-    not finite.
+    watch: where a non-finite loss or (unscaled) gradient norm is noted for ``step``, on the
+    device; the caller checks it when it reads values anyway (the loop: every few steps and
+    before a checkpoint), so the step itself never waits for the device. None: checked at the
+    end of this step, before the weights change (NonFiniteError; one host synchronisation).
+    Under fp16 an inf gradient is the GradScaler's business (it skips the step and lowers the
+    scale), not an error.
     """
+    check_now = watch is None
+    watch = FiniteWatch() if check_now else watch
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
     parts = micro_batches(images, masks, accumulate)
+    losses = []
     for k, (x, y) in enumerate(parts):
         last = k == len(parts) - 1
         # DDP: all-reduce only once, on the last micro-batch
@@ -112,20 +171,22 @@ def weight_step(
         with sync:
             with precision.autocast():
                 loss = segmentation_loss(forward(x), y)
-            check_finite(loss, "loss", step)
             scaler.scale(loss / len(parts)).backward()
-        total += loss.item() / len(parts)
+        losses.append(loss.detach())
+    total = torch.stack(losses).mean() if len(losses) > 1 else losses[0]
+    watch.note("loss", losses, step)
     if grad_clip > 0 or not scaler.is_enabled():
         scaler.unscale_(optimizer)
         norm = total_grad_norm(params)
-        # fp16: an inf gradient is the scaler's business (it skips the step and lowers the scale)
-        if not scaler.is_enabled() and not torch.isfinite(norm):
-            raise NonFiniteError(f"non-finite weight gradient at step {step}")
+        if not scaler.is_enabled():
+            watch.note("weight gradient", [norm], step)
         if grad_clip > 0:
             if hasattr(nn.utils, "clip_grads_with_norm_"):  # the norm is already known
                 nn.utils.clip_grads_with_norm_(params, grad_clip, norm, foreach=True)
             else:
                 nn.utils.clip_grad_norm_(params, grad_clip)
+    if check_now:  # before the weights change
+        watch.check()
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)

@@ -9,13 +9,24 @@ from torch import nn
 
 from fastadl.runtime.distributed import all_reduce_mean
 from fastadl.runtime.precision import Precision
-from fastadl.runtime.steps import (
-    NonFiniteError,
-    check_finite,
-    frozen,
-    micro_batches,
-    segmentation_loss,
-)
+from fastadl.runtime.steps import FiniteWatch, frozen, micro_batches, segmentation_loss
+
+
+def adam(params: list[nn.Parameter], **kwargs) -> torch.optim.Adam:
+    """torch.optim.Adam whose step needs no host synchronisation: the fused implementation
+    (one kernel, its step counters on the device; on the CPU the same numbers as the default
+    one, tests/search/test_arch_adam.py), else ``capturable`` off the CPU (where torch allows
+    it), else the default one (which reads each parameter's step counter on the host)."""
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        pass
+    if params[0].device.type != "cpu":
+        try:
+            return torch.optim.Adam(params, capturable=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, **kwargs)
 
 
 class Architect:
@@ -45,30 +56,38 @@ class Architect:
         self.params = arch_params
         arch = {id(p) for p in arch_params}
         self.weights = [p for p in model.parameters() if id(p) not in arch and p.requires_grad]
-        self.optimizer = torch.optim.Adam(
-            self.params, lr=lr, betas=betas, weight_decay=weight_decay
-        )
+        self.optimizer = adam(self.params, lr=lr, betas=betas, weight_decay=weight_decay)
         self.precision = precision
         self.scaler = precision.make_scaler()
 
     def step(
-        self, images: torch.Tensor, masks: torch.Tensor, step: int, accumulate: int = 1
-    ) -> float:
-        """One Adam step on α, β from (images (N,3,H,W), masks (N,H,W)); returns the loss.
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        step: int,
+        accumulate: int = 1,
+        watch: FiniteWatch | None = None,
+    ) -> torch.Tensor:
+        """One Adam step on α, β from (images (N,3,H,W), masks (N,H,W)); returns the mean
+        loss, a 0-d tensor.
 
         ``self.model`` is the bare module even under DDP: gradients of α and β are averaged
         over processes here, so DDP's weight-gradient buckets never run for this step.
+        watch: where a non-finite loss or α/β gradient is noted for ``step`` on the device (see
+        runtime/steps.py's weight_step); None: checked now, before α and β change.
         """
+        check_now = watch is None
+        watch = FiniteWatch() if check_now else watch
         grads = [torch.zeros_like(p) for p in self.params]
-        total = 0.0
+        losses = []
         parts = micro_batches(images, masks, accumulate)
         for x, y in parts:
             with frozen(self.weights), self.precision.autocast():
                 loss = segmentation_loss(self.model(x), y)
-            check_finite(loss, "architecture loss", step)
             part = torch.autograd.grad(self.scaler.scale(loss / len(parts)), self.params)
             grads = [g + d for g, d in zip(grads, part, strict=True)]
-            total += loss.item() / len(parts)
+            losses.append(loss.detach())
+        watch.note("architecture loss", losses, step)
         if self.regularizer is not None:
             # once per step, outside the micro-batches (it does not depend on the batch)
             reg = self.scaler.scale(self.regularizer())
@@ -76,14 +95,14 @@ class Architect:
             grads = [g if d is None else g + d for g, d in zip(grads, extra, strict=True)]
         for p, g in zip(self.params, grads, strict=True):
             p.grad = all_reduce_mean(g).to(p.dtype)
-        if not self.scaler.is_enabled() and not all(
-            torch.isfinite(p.grad).all() for p in self.params
-        ):
-            raise NonFiniteError(f"non-finite α/β gradient at step {step}")
+        if not self.scaler.is_enabled():  # fp16: an inf gradient is the scaler's business
+            watch.note("α/β gradient", [p.grad for p in self.params], step)
+        if check_now:
+            watch.check()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return total
+        return torch.stack(losses).mean() if len(losses) > 1 else losses[0]
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}

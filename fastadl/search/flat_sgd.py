@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fastadl.ops.cell.weights import bind_stacked_weights, packing_order
+from fastadl.runtime.steps import tensor_lr
 
 
 class FlatSGD(torch.optim.SGD):
@@ -63,6 +64,7 @@ class FlatSGD(torch.optim.SGD):
             super().__init__([flat], fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):
             super().__init__([flat], **kwargs)
+        tensor_lr(self)  # a schedule's change is then a fill on the device (steps.set_lr)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the flat gradient in place (``set_to_none`` is ignored: the buffer is kept)."""
@@ -100,6 +102,7 @@ class FlatSGD(torch.optim.SGD):
             group = {k: v for k, v in groups[0].items() if k != "params"} | {"params": [0]}
             state_dict = {"state": packed, "param_groups": [group]}
         super().load_state_dict(state_dict)
+        tensor_lr(self)  # a saved float (or a tensor on another device) becomes ours again
 
 
 def search_weight_optimizer(model: nn.Module, distributed: bool, **hyper) -> FlatSGD:

@@ -28,7 +28,7 @@ from fastadl.runtime.loading import SeededItems, batches_per_epoch, build_datase
 from fastadl.runtime.loop import LoopResult, load_state_dicts, run_loop, state_dicts
 from fastadl.runtime.precision import Precision
 from fastadl.runtime.rundir.checkpoint import load_module_state
-from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
+from fastadl.runtime.steps import FiniteWatch, frozen, set_lr, stepped_parameters, weight_step
 from fastadl.runtime.validation import evaluate_miou, validation_scores
 from fastadl.search.arch_stats import (
     alpha_decay,
@@ -134,6 +134,9 @@ class Search:
             self.precision,
             self.arch_regularizer(),
         )
+        # non-finite losses and gradients, noted on the device by both steps and read by the
+        # loop every few steps and before each checkpoint (loop.py)
+        self.watch = FiniteWatch()
         # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
         self.arch_frozen_at = 0
         self.drawn: Genotype | None = None  # the genotype plots/genotype_*.png show
@@ -175,8 +178,7 @@ class Search:
         cfg = self.cfg
         xa, ya = xa.to(self.device, non_blocking=True), ya.to(self.device, non_blocking=True)
         lr = cosine_lr(step, self.total_steps, cfg.w_lr, cfg.w_lr_min)
-        for g in self.w_opt.param_groups:
-            g["lr"] = lr
+        set_lr(self.w_opt, lr)
 
         # weight step on trainA: gradients for w only
         with frozen(self.arch_params):
@@ -191,13 +193,14 @@ class Search:
                 step + 1,
                 cfg.accumulate,
                 cfg.grad_clip,
+                self.watch,
             )
         fields = {"loss": loss, "lr": lr}
 
         # architecture step on trainB: gradients for α and β only
         if self.search_arch:
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-            fields["arch_loss"] = self.architect.step(xb, yb, step + 1, cfg.accumulate)
+            fields["arch_loss"] = self.architect.step(xb, yb, step + 1, cfg.accumulate, self.watch)
         if cfg.compile:
             fields.update(self.compile_report(step + 1))
         return {**fields, "images": xa.shape[0]}

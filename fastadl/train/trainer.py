@@ -25,7 +25,7 @@ from fastadl.runtime.precision import Precision
 from fastadl.runtime.rundir.checkpoint import load_module_state
 from fastadl.runtime.rundir.metrics_log import read
 from fastadl.runtime.rundir.plots import plot_curves
-from fastadl.runtime.steps import sgd, weight_step
+from fastadl.runtime.steps import FiniteWatch, set_lr, sgd, weight_step
 from fastadl.runtime.validation import validation_scores
 from fastadl.space.genotype import Genotype, GenotypeError
 from fastadl.train.config import TrainConfig
@@ -69,6 +69,7 @@ class Training:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = sgd(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scaler = self.precision.make_scaler()
+        self.watch = FiniteWatch()  # non-finite values, read by the loop (loop.py)
         forward: nn.Module = self.model
         if dist.world_size() > 1:
             forward = nn.parallel.DistributedDataParallel(self.model)
@@ -95,8 +96,7 @@ class Training:
     def train_step(self, batch, step: int) -> dict:
         x, y = (t.to(self.device, non_blocking=True) for t in batch)
         lr = poly_lr(step, self.total_steps, self.cfg.lr, self.cfg.lr_power)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
+        set_lr(self.opt, lr)
         self.model.set_drop_path_progress(step / self.total_steps)
         loss = weight_step(
             self.forward,
@@ -109,6 +109,7 @@ class Training:
             step + 1,
             self.cfg.accumulate,
             self.cfg.grad_clip,
+            self.watch,
         )
         return {"loss": loss, "lr": lr, "images": x.shape[0]}
 

@@ -2,17 +2,19 @@
 torch.utils.flop_counter on the reference path, its piece-by-piece counts against a count of
 the whole network, its Triton launch table against real launches, and the CLI."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastadl import SuperNet, cost
-from fastadl.diagnostics.counting import LAUNCHES, count, flop_formulas
-from fastadl.diagnostics.measure import measure_pieces
+from fastadl.diagnostics.counting import LAUNCHES, Counts, count, flop_formulas
+from fastadl.diagnostics.measure import ROUTES, measure_pieces
 from fastadl.diagnostics.pieces import iteration_flops, iteration_pieces
 from fastadl.diagnostics.workloads import NetSpec
+from fastadl.kernels import cpu
 
 SMALL = NetSpec(3, 1, 2, 3, 2, 33, 35)  # all four levels, the stride-4 H^{l-2} corner, odd
 
@@ -52,15 +54,15 @@ def test_flops_match_torch_flop_counter_on_the_reference_path():
         assert abs(ours - theirs) <= 0.05 * theirs, f"{name}: model {ours:,} vs counted {theirs:,}"
 
 
-@pytest.mark.parametrize("backend", ["reference", "fused"])
-def test_piece_counts_add_up_to_the_whole_network(backend, one_thread):
-    """The pieces leave out the β-weighted sums, the softmaxes and autograd's gradient
-    accumulation between pieces: a few per cent of the launches and bytes."""
-    s = NetSpec(6, 1, 1, 3, 2, 17, 19)  # layer 6 runs the repeating layer's modules
-    pieces = measure_pieces(s, iteration_pieces(s), backend)
-    with FakeTensorMode():
-        net = SuperNet(3, layers=6, filter_multiplier=1, block_multiplier=1, backend=backend)
-        x, y = torch.empty(2, 3, 17, 19), torch.zeros(2, 17, 19, dtype=torch.long)
+def _whole_network(s: NetSpec, route: str) -> dict[str, Counts]:
+    """The counts of a whole weight step's and α/β step's forward and backward, on meta tensors
+    (the cpu route: with the C++ kernels' stand-in, each call one launch)."""
+    calls = []
+    on_cpu = cpu.stand_in(calls.append) if route == "cpu" else contextlib.nullcontext()
+    with torch.device("meta"), on_cpu:
+        net = s.build(ROUTES[route]).train()
+        x = torch.empty(s.batch, 3, s.height, s.width)
+        y = torch.zeros(s.batch, s.height, s.width, dtype=torch.long)
         weights, arch = net.weight_parameters(), net.arch_parameters()
         whole = {}
         for step, wrt, frozen in (("weight", weights, arch), ("arch", arch, weights)):
@@ -71,14 +73,61 @@ def test_piece_counts_add_up_to_the_whole_network(backend, one_thread):
                 loss = F.cross_entropy(net(x), y, ignore_index=255)
                 torch.autograd.grad(loss, wrt, allow_unused=True)
 
+            calls.clear()
             whole[step] = count(run, (lambda: list(net.parameters())) if step == "weight" else None)
+            whole[step].launches += len(calls)
             for p in frozen:
                 p.requires_grad_(True)
+    return whole
+
+
+@pytest.mark.parametrize("route", ["cuda", "cpu", "reference"])
+def test_piece_counts_add_up_to_the_whole_network(route, one_thread):
+    """The pieces leave out the β-weighted sums, the softmaxes and autograd's gradient
+    accumulation between pieces: a few per cent of the launches and bytes."""
+    if route == "cpu" and cpu.library() is None:
+        pytest.skip("the C++ kernels are not built: the cpu route is the cuda route")
+    s = NetSpec(6, 1, 1, 3, 2, 17, 19)  # layer 6 runs the repeating layer's modules
+    pieces = measure_pieces(s, iteration_pieces(s), route)
+    whole = _whole_network(s, route)
     for step in ("weight", "arch"):
         got, want = pieces[step], whole[step]
         for field in ("launches", "bytes", "saved", "flops"):
             a, b = getattr(got, field), getattr(want, field)
             assert abs(a - b) <= 0.1 * b, f"{step} {field}: pieces {a:,} vs whole network {b:,}"
+
+
+@pytest.mark.parametrize("route", ["cuda", "cpu"])
+def test_counting_each_distinct_piece_once_gives_the_totals_of_counting_every_piece(route):
+    """At a depth where layers repeat (L = 6, on small maps, where the C++ kernels
+    take the calls): the same totals, exactly, from far fewer pieces."""
+    s = NetSpec(6, 1, 1, 3, 2, 13, 15)
+    every, distinct = iteration_pieces(s, distinct=False), iteration_pieces(s)
+    assert len(distinct) < len(every) * 0.6
+    fast = measure_pieces(s, distinct, route, ("weight",))
+    slow = measure_pieces(s, every, route, ("weight",))
+    assert fast == slow
+    assert fast["weight"].launches > 0
+
+
+def test_meta_tensors_count_what_fake_tensors_count():
+    """The cost model counts on meta tensors (fast); FakeTensorMode's CPU tensors carry their
+    device, so their layouts are eager's: both must count the same operators and bytes."""
+    s = NetSpec(2, 1, 2, 3, 2, 13, 15)
+    pieces = iteration_pieces(s)
+    meta = measure_pieces(s, pieces, "cuda", ("weight", "arch", "forward"))
+    fake = measure_pieces(s, pieces, "cuda", ("weight", "arch", "forward"), fake=True)
+    assert meta == fake
+
+
+def test_the_paper_preset_counts_few_distinct_pieces():
+    """What keeps ``--preset paper`` within a minute (docs/PERFORMANCE.md: its measured time):
+    past layer 5 no layer adds a distinct piece, so the count does not grow with depth."""
+    paper = NetSpec(12, 8, 5, 19, 2, 321, 321)
+    pieces = iteration_pieces(paper)
+    assert len(pieces) == len(iteration_pieces(NetSpec(6, 8, 5, 19, 2, 321, 321))) <= 45
+    assert max(p.layer for p in pieces) <= 5
+    assert sum(p.count for p in pieces) == len(iteration_pieces(paper, distinct=False))
 
 
 def test_triton_launch_table_matches_the_launchers(monkeypatch):
@@ -133,20 +182,31 @@ def test_triton_launch_table_matches_the_launchers(monkeypatch):
 
 def test_cost_cli_prints_counts_projections_and_timings(capsys, one_thread):
     argv = ["--preset", "tiny", "--layers", "2", "--crop-size", "24", "--batch-size", "2",
-            "--backends", "reference", "--time-iters", "1", "--no-progress"]  # fmt: skip
+            "--routes", "cuda,cpu", "--time-iters", "1", "--val-size", "40x32",
+            "--no-progress"]  # fmt: skip
     assert cost.main(argv) == 0
     out = capsys.readouterr().out
     for row in (
+        "cuda: search cells on the cell-level path, ATen ops",
+        "cpu: search cells on the cell-level path",
         "FLOPs needed (analytic)",
         "FLOPs as run (flop_counter)",
         "minimum bytes moved",
         "saved activations",
-        "kernel launches",
+        "kernel launches: forward + backward",
+        "kernel launches: optimizer steps",
+        "validation forward 32×40: FLOPs",
     ):
         assert row in out
     for gpu in ("P100", "V100", "A100", "H100"):
         assert f"{gpu} (" in out and f"{gpu}, CUDA graphs" in out
-    assert "the paper: 3 days on one P100" in out
+    for column in ("weight steps", "α/β steps", "optimizer steps", "validation",
+                   "data loading*", "per epoch (α/β)", "whole search"):  # fmt: skip
+        assert column in out
+    assert "projected search on the cuda route" in out and "on the cpu route" not in out
+    assert "counted: the steps' pieces, optimizer steps, validation" in out
+    assert "*estimated: data loading at 40 ms per image" in out
+    assert "the paper: 3 days = 72 hours on one P100" in out
     assert "timed on cpu" in out and "whole search" in out
 
 
@@ -155,7 +215,9 @@ def test_cost_cli_prints_counts_projections_and_timings(capsys, one_thread):
     [
         (["--gpus", "X100"], "--gpus"),
         (["--data", "folder"], "--train-images"),
-        (["--backends", "cudnn"], "--backends"),
+        (["--routes", "fused"], "--routes"),
+        (["--val-size", "512"], "--val-size"),
+        (["--load-ms", "-1"], "--load-ms"),
         (["--preset", "tiny", "--epochs", "0"], "epochs"),
     ],
 )

@@ -32,7 +32,7 @@ MICRO_SEARCH = [
     "--num-images", "16", "--image-size", "32", "--crop-size", "32", "--val-images", "4",
     "--layers", "2", "--filter-multiplier", "2", "--block-multiplier", "2", "--epochs", "3",
     "--arch-start-epoch", "1", "--batch-size", "4", "--backend", "reference", "--device", "cpu",
-    "--workers", "0", "--no-tensorboard",
+    "--workers", "0", "--no-tensorboard", "--perturbation-images", "2", "--perturbation-steps", "0",
 ]  # fmt: skip
 
 

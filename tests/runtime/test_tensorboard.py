@@ -25,6 +25,7 @@ MICRO = dataclasses.replace(
     num_images=16, image_size=32, crop_size=32, val_images=4, layers=2, filter_multiplier=2,
     block_multiplier=2, epochs=2, arch_start_epoch=1, batch_size=4, backend="reference",
     device="cpu", workers=0, threads=0,
+    op_selection="alpha",  # event files here; perturbation has its own test
 )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from fastadl import SuperNet
 from fastadl.runtime.precision import Precision
-from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
+from fastadl.runtime.steps import frozen, set_lr, stepped_parameters, weight_step
 from fastadl.search.flat_sgd import FlatSGD
 
 HYPER = dict(lr=0.05, momentum=0.9, weight_decay=3e-4)
@@ -23,12 +23,15 @@ def small_net() -> nn.Module:
     )  # fmt: skip
 
 
-def run_steps(net, opt, steps: int, clip: float = 0.5) -> list[float]:
+def run_steps(net, opt, steps: int, clip: float = 0.5, lrs=None) -> list[torch.Tensor]:
+    """``steps`` weight steps; lrs: the learning rate of each (set with steps.set_lr)."""
     precision = Precision("off", "cpu")
     scaler = precision.make_scaler()
     gen = torch.Generator().manual_seed(1)
     losses = []
     for step in range(steps):
+        if lrs is not None:
+            set_lr(opt, lrs[step])
         x = torch.randn(2, 3, 7, 9, generator=gen)
         y = torch.randint(0, 4, (2, 7, 9), generator=gen)
         losses.append(
@@ -50,6 +53,23 @@ def test_flat_sgd_matches_torch_sgd_with_clipping():
     assert flat_opt.flat.shape == (sum(p.numel() for p in ref.parameters()),)
 
 
+def test_a_tensor_learning_rate_steps_the_same_numbers_as_a_float_one():
+    """FlatSGD's learning rate is a device tensor (a schedule's change is a fill, not a copy
+    from the host); over a changing schedule the weights are those of torch's SGD with floats."""
+    ref = small_net()
+    flat = copy.deepcopy(ref)
+    ref_opt = torch.optim.SGD(ref.parameters(), **HYPER)
+    flat_opt = FlatSGD(list(flat.parameters()), **HYPER)
+    lr = flat_opt.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.shape == () and lr.dtype == torch.float32
+    lrs = [0.05, 0.0431, 0.0287, 0.0113, 0.0021]
+    run_steps(ref, ref_opt, 5, lrs=lrs)
+    run_steps(flat, flat_opt, 5, lrs=lrs)
+    assert flat_opt.param_groups[0]["lr"] is lr  # filled in place
+    for a, b in zip(flat.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_lost_gradient_is_an_error_not_a_silent_skip():
     net = small_net()
     opt = FlatSGD(list(net.parameters()), **HYPER)
@@ -66,6 +86,7 @@ def test_resumes_from_a_plain_sgd_state():
     flat = copy.deepcopy(ref)
     flat_opt = FlatSGD(list(flat.parameters()), **HYPER)
     flat_opt.load_state_dict(copy.deepcopy(ref_opt.state_dict()))
+    assert isinstance(flat_opt.param_groups[0]["lr"], torch.Tensor)  # a plain float made ours
     torch.testing.assert_close(run_steps(flat, flat_opt, 3), run_steps(ref, ref_opt, 3))
     for a, b in zip(flat.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a, b)

@@ -174,7 +174,8 @@ def test_cli_reports_nan_without_traceback(tmp_path, monkeypatch, capsys):
         ]
     )
     assert code == 3
-    assert "non-finite loss" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and f"--resume {tmp_path / 'r'}" in err, err
 
 
 @pytest.mark.parametrize(

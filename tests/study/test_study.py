@@ -15,8 +15,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # block per cell, 8 synthetic 32×32 images, one search step and two retraining steps.
 _DATA = "--num-images 8 --image-size 32 --crop-size 32 --batch-size 4 --val-images 2 " \
         "--val-batch-size 2 --workers 0 --threads 0 --device cpu"  # fmt: skip
+# the tiny preset's perturbation selection, on 2 images without fine-tuning: cheap
 SEARCH = f"{_DATA} --layers 3 --filter-multiplier 2 --block-multiplier 1 --epochs 1 " \
-         "--arch-start-epoch 0"  # fmt: skip
+         "--arch-start-epoch 0 --perturbation-images 2 --perturbation-steps 0"  # fmt: skip
 
 
 def study_args(out, *extra):

@@ -177,6 +177,7 @@ def test_a_searched_genotype_loads_and_trains(tmp_path):
         resolve_search("tiny", {}), num_images=16, image_size=32, crop_size=32, val_images=2,
         layers=3, filter_multiplier=2, block_multiplier=5, epochs=1, arch_start_epoch=0,
         batch_size=4, workers=0, threads=0, device="cpu",
+        op_selection="alpha",  # the hand-off here; perturbation has its own test
     )  # fmt: skip
     run_search(search_cfg, tmp_path / "search", progress=False)
     searched = load_genotype(str(tmp_path / "search" / "genotype.json"))

@@ -20,6 +20,7 @@ one (scripts/test_avx2.sh). ``vector_floats()`` says what the loaded library was
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -169,8 +171,28 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _KERNELS: dict = {}
 
 
+# The cost model's stand-in (``stand_in``): None, or the function each kernel call reports to.
+_stand_in: list = [None]
+
+
+@contextlib.contextmanager
+def stand_in(record: Callable[[str], None]) -> Iterator[None]:
+    """For the cost model (fastadl/diagnostics/measure.py): inside the block meta tensors take
+    the kernels' route as CPU tensors of their shapes would (``serves`` holds for the meta
+    device where the library is built) and each kernel call only calls ``record(name)``, so
+    the route's ATen operators and kernel calls can be counted without data or arithmetic."""
+    _stand_in[0] = record
+    try:
+        yield
+    finally:
+        _stand_in[0] = None
+
+
 def kernel(name: str, dtype):
     """The library's ``fastadl_<name>_<f32|f64>`` for a torch dtype (looked up once)."""
+    record = _stand_in[0]
+    if record is not None:
+        return lambda *args: record(name)
     key = (name, dtype)
     fn = _KERNELS.get(key)
     if fn is None:
@@ -202,6 +224,8 @@ def vector_floats() -> int:
 def serves(device: torch.device) -> bool:
     """Whether the kernels run on ``device``: built, and the CPU (they read and write host
     memory through data pointers, so a CUDA tensor always takes the callers' ATen route)."""
+    if device.type == "meta" and _stand_in[0] is not None:
+        return library() is not None
     return device.type == "cpu" and library() is not None
 
 

@@ -184,17 +184,16 @@ class AutoDeepLab(nn.Module):
             prev_level = level
 
         self.low_level_cell = LOW_LEVEL_CELL
-        last = self.path[-1]
-        rates = atrous_rates_for(4 * 2**last, aspp_base_rates)
-        self.aspp = ASPP(channels[-1], head_channels, rates, aspp_dropout)
-        self.decoder = Decoder(
+        self.aspp, self.decoder = make_head(
             channels[2 + LOW_LEVEL_CELL],
-            head_channels,
+            channels[-1],
+            self.path[-1],
             num_classes,
-            low_level_channels,
             head_channels,
+            low_level_channels,
+            aspp_base_rates,
+            aspp_dropout,
         )
-        nn.init.zeros_(self.decoder.classifier.bias)
         for part in (self.stem, self.cells):
             configure_batchnorm(part, momentum=bn_momentum, eps=backbone_bn_eps)
         for part in (self.aspp, self.decoder):
@@ -257,11 +256,50 @@ class AutoDeepLab(nn.Module):
         return 4 * 2 ** self.path[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
         low, last = trunk(self, x, (2 + self.low_level_cell, 1 + len(self.cells)))
-        y = self.aspp(torch.relu(last))
-        y = self.decoder(y, low)
-        return resize(y, (H, W))
+        return run_head(self.aspp, self.decoder, low, last, x.shape[-2:])
+
+
+def make_head(
+    C_low: int,
+    C_last: int,
+    last_level: int,
+    num_classes: int,
+    head_channels: int = 256,
+    low_level_channels: int = 48,
+    aspp_base_rates: Sequence[int] = BASE_ATROUS_RATES,
+    aspp_dropout: float = 0.0,
+) -> tuple[ASPP, Decoder]:
+    """ASPP on the last cell (C_last channels at ``last_level``) and the decoder on the
+    low-level cell's C_low channels; the classifier's bias starts at zero."""
+    rates = atrous_rates_for(4 * 2**last_level, aspp_base_rates)
+    aspp = ASPP(C_last, head_channels, rates, aspp_dropout)
+    decoder = Decoder(C_low, head_channels, num_classes, low_level_channels, head_channels)
+    nn.init.zeros_(decoder.classifier.bias)
+    return aspp, decoder
+
+
+def run_head(
+    aspp: ASPP, decoder: Decoder, low: torch.Tensor, last: torch.Tensor, size: Sequence[int]
+) -> torch.Tensor:
+    """Logits at ``size`` from the low-level and last cells' outputs (ReLU → ASPP → decoder)."""
+    return resize(decoder(aspp(torch.relu(last)), low), size)
+
+
+def apply_input_affine(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x · input_scale + input_shift when ``net`` has an input affine, else x."""
+    if net.input_scale is not None:
+        x = x * net.input_scale + net.input_shift
+    return x
+
+
+def level_sizes(level0: Sequence[int]) -> list[tuple[int, int]]:
+    """(h, w) of levels 0..3 from level 0's (the stem's /4 output): each level halves the one
+    above rounding up, as a stride-2 'same' conv does."""
+    sizes = [(int(level0[0]), int(level0[1]))]
+    while len(sizes) < 4:
+        sizes.append(tuple(math.ceil(s / 2) for s in sizes[-1]))
+    return sizes
 
 
 def trunk(net: nn.Module, x: torch.Tensor, keep: Sequence[int]) -> list[torch.Tensor]:
@@ -272,13 +310,9 @@ def trunk(net: nn.Module, x: torch.Tensor, keep: Sequence[int]) -> list[torch.Te
     1 = its /4 output H^0, 2 + i = cell i's output (at level path[i]). Only the kept outputs
     stay alive (inference memory).
     """
-    if net.input_scale is not None:
-        x = x * net.input_scale + net.input_shift
-    h_prev_prev, h_prev = net.stem(x)
+    h_prev_prev, h_prev = net.stem(apply_input_affine(net, x))
     kept = {k: v for k, v in ((0, h_prev_prev), (1, h_prev)) if k in keep}
-    sizes = [tuple(h_prev.shape[-2:])]  # level 0 = /4; level k+1 = ceil(level k / 2)
-    while len(sizes) < 4:
-        sizes.append(tuple(math.ceil(s / 2) for s in sizes[-1]))
+    sizes = level_sizes(h_prev.shape[-2:])
     for i, (cell, level) in enumerate(zip(net.cells, net.path, strict=True)):
         s1 = resize(h_prev, sizes[level]) if net.upsample_before[i] else h_prev
         h_prev_prev, h_prev = h_prev, cell(h_prev_prev, s1)

@@ -76,15 +76,28 @@ class DerivedCell(nn.Module):
             if isinstance(dp, DropPath):
                 dp.p = p
 
+    def preprocess(self, s0: torch.Tensor, s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cell's two inputs at C channels and s1's size (s0 resized first)."""
+        return self.preprocess0(resize(s0, s1.shape[-2:])), self.preprocess1(s1)
+
+    def branch(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Branch k: its op, then its drop-path."""
+        return self.drop_paths[k](self.ops[k](x))
+
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         """s0 = H^{l-2} (any size), s1 = H^{l-1} (already at this cell's input size)."""
-        s0 = self.preprocess0(resize(s0, s1.shape[-2:]))
-        s1 = self.preprocess1(s1)
-        states = [s0, s1]
+        states = list(self.preprocess(s0, s1))
         for b in range(self.blocks):
-            h = None
-            for k in (2 * b, 2 * b + 1):
-                y = self.drop_paths[k](self.ops[k](states[self.inputs[k]]))
-                h = y if h is None else h + y
-            states.append(h)
-        return torch.cat(states[2:], dim=1)
+            ys = [self.branch(k, states[self.inputs[k]]) for k in (2 * b, 2 * b + 1)]
+            states.append(join_block(ys))
+        return join_cell(states[2:])
+
+
+def join_block(branches: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A block's output: the sum of its two branches."""
+    return branches[0] + branches[1]
+
+
+def join_cell(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A cell's output: its blocks' outputs concatenated along channels (B·C)."""
+    return torch.cat(list(blocks), dim=1)

@@ -10,6 +10,7 @@ eval mode, pool BatchNorms whose running statistics differ between edges reading
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -76,7 +77,13 @@ def fast_cell(
     args = [s0, betas, weights, *s1s, *params]
     args = [a if a is None or a.dtype == dtype else a.to(dtype) for a in args]
     P = len(s1s)
-    with torch.autocast(s0.device.type, enabled=False), threads_for(s0.numel(), s0.device):
+    # meta tensors (the cost model counts on them) have no autocast to turn off
+    no_autocast = (
+        torch.autocast(s0.device.type, enabled=False)
+        if torch.amp.is_autocast_available(s0.device.type)
+        else contextlib.nullcontext()
+    )
+    with no_autocast, threads_for(s0.numel(), s0.device):
         out, means, variances = CellFunction.apply(
             plan, P, rstats, all(e.recompute for e in cell.edges), *args
         )

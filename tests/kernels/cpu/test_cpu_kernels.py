@@ -145,3 +145,18 @@ def test_fake_tensors_are_not_taken():
         fake = torch.empty(2, 3)
     assert cpu_kernels.accepts(torch.empty(2, 3))
     assert not cpu_kernels.accepts(fake)
+
+
+def test_stand_in_takes_meta_tensors_and_only_records_the_calls():
+    """The cost model's stand-in: inside it a meta tensor takes the kernels' route and a
+    kernel call is recorded, not run; outside it meta tensors are refused again."""
+    if cpu_kernels.library() is None:
+        pytest.skip("the C++ kernels are not built (FASTADL_CPU_KERNELS=0 or no compiler)")
+    meta = torch.empty(2, 3, device="meta")
+    calls = []
+    with cpu_kernels.stand_in(calls.append):
+        assert cpu_kernels.accepts(meta)
+        cpu_kernels.kernel("dw_conv", torch.float32)(meta.data_ptr(), 0, 0)
+    assert calls == ["dw_conv"]
+    assert not cpu_kernels.accepts(meta)
+    assert cpu_kernels.kernel("dw_conv", torch.float32) is not None

@@ -30,7 +30,7 @@ def dw_conv(x: Tensor, w: Tensor, dilation: int, flip: bool = False) -> Tensor:
     G, _, kh, kw = w.shape
     if G % Cx:
         raise ValueError(f"kernel channels {G} are not a multiple of input channels {Cx}")
-    out = torch.empty((B, G, H, W), dtype=x.dtype, memory_format=CL)
+    out = torch.empty((B, G, H, W), dtype=x.dtype, device=x.device, memory_format=CL)
     fn = kernel("dw_conv", x.dtype)
     strides = (ctypes.c_int64 * 3)(w.stride(0), w.stride(2), w.stride(3))
     fn(x.data_ptr(), w.data_ptr(), strides, out.data_ptr(), B, H, W, Cx, G, kh, kw, dilation,

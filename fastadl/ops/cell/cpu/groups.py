@@ -63,8 +63,12 @@ def group_forward(x: Tensor, P: int, gw, plan, eps: float, runs, stats_out):
     inter: dict = {"x_cl": x, "native_group": True}
     Ab = arg = inv_pool = None
     if A:
-        Ab = torch.empty((A * PN, C, H, W), dtype=x.dtype, memory_format=CL)
-        arg = torch.empty((PN, H, W, C), dtype=torch.int8) if "max" in kinds else None
+        Ab = torch.empty((A * PN, C, H, W), dtype=x.dtype, device=x.device, memory_format=CL)
+        arg = (
+            torch.empty((PN, H, W, C), dtype=torch.int8, device=x.device)
+            if "max" in kinds
+            else None
+        )
         inv_pool = new(P, n_pool, 1, C) if n_pool else None
         inter.update(native_pools=True, Ab=Ab, pool_idx=[] if arg is None else [arg],
                      inv_pool=inv_pool)  # fmt: skip

@@ -26,10 +26,10 @@ def pool_rows_native(x: Tensor, kinds: tuple[str, ...], with_x: bool):
     if with_x, x channels-last, [argmax taps (N, H, W, C) int8] if "max" is a kind)."""
     N, C, H, W = x.shape
     k = len(kinds)
-    Ab = torch.empty(((k + with_x) * N, C, H, W), dtype=x.dtype, memory_format=CL)
+    Ab = torch.empty(((k + with_x) * N, C, H, W), dtype=x.dtype, device=x.device, memory_format=CL)
     x_cl = Ab[k * N :].copy_(x) if with_x else x.contiguous(memory_format=CL)
     rows = {kind: Ab[i * N : (i + 1) * N] for i, kind in enumerate(kinds)}
-    arg = torch.empty((N, H, W, C), dtype=torch.int8) if "max" in rows else None
+    arg = torch.empty((N, H, W, C), dtype=torch.int8, device=x.device) if "max" in rows else None
     mx, av = rows.get("max"), rows.get("avg")
     kernel("pools_forward", x.dtype)(
         x_cl.data_ptr(), None if mx is None else mx.data_ptr(),
