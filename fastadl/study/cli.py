@@ -12,12 +12,17 @@ studies:
   cells                the check that cells matter on the task: clearly different cells (only
                        skips and pools, only separable convs, the paper's cell) on one path,
                        retrained with several seeds
+  pareto               searches with a latency budget at several targets and without one,
+                       random genotypes, all retrained and timed: val mIoU against measured
+                       latency, the Pareto front, whether a random genotype dominates a
+                       searched one (docs/BUDGET.md)
 
 examples:
   python -m fastadl.study quality --out runs/quality --jobs 2
   python -m fastadl.study searched-vs-random --seeds 3 --random 5 --out runs/study
   python -m fastadl.study searched-vs-random --out runs/study-cap --search-flags="--max-skips 2"
   python -m fastadl.study cells --seeds 3 --out runs/cells
+  python -m fastadl.study pareto --out runs/pareto --jobs 2
 
 A killed or interrupted study continues from what it finished: run the same command again.
 Exit status: 0 done, 2 bad input, 3 NaN/inf loss in a run, 4 stopped by SIGTERM/SIGINT.
@@ -128,6 +133,7 @@ def build_study_parser() -> argparse.ArgumentParser:
     quality.add_argument("--search-flags", default="", metavar="FLAGS",
                          help="flags of python -m fastadl.search for every search, e.g. "
                          '--search-flags="--path-decoding prior-corrected"')  # fmt: skip
+    add_pareto(sub)
     kinds = {
         "searched-vs-random": "searched genotypes against uniformly random ones",
         "cells": "do clearly different cells differ by more than seed noise?",
@@ -156,6 +162,44 @@ def build_study_parser() -> argparse.ArgumentParser:
     return p
 
 
+PARETO_HELP = """Accuracy against latency: searches with --latency-target at each --targets quantile
+(and one without a target, all seed 0), R uniformly random genotypes, every genotype retrained
+with the same budget and seeds, then every network timed on this CPU (one thread, eager, batch
+1, at --deploy-size, the retraining model). A target q is the q-quantile of the predicted
+latency of 1000 random genotypes. Report: the table, the Pareto front, whether any random
+genotype is both faster and more accurate than a searched one, the plot."""
+
+
+def _quantiles(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected quantiles like 0.2,0.5, got {text!r}") from None
+    if not values or any(not 0 < v < 1 for v in values) or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"quantiles must be distinct, in (0, 1): {text!r}")
+    return values
+
+
+def add_pareto(sub) -> None:
+    s = sub.add_parser("pareto", help="accuracy against measured latency, searched and random",
+                       description=PARETO_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_common(s)
+    s.add_argument("--targets", type=_quantiles, default=(0.2, 0.5), metavar="Q1,Q2",
+                   help="latency targets as quantiles of random genotypes' predicted latency "
+                   "(default 0.2,0.5)")  # fmt: skip
+    s.add_argument("--random", type=_count(1), default=10, metavar="R",
+                   help="random genotypes (default 10)")  # fmt: skip
+    s.add_argument("--seeds", type=_count(1), default=1, metavar="S",
+                   help="retraining seeds of every genotype, 0..S-1 (default 1)")  # fmt: skip
+    s.add_argument("--deploy-size", default="256x256", metavar="HxW",
+                   help="input size the latency is for (default 256x256)")  # fmt: skip
+    s.add_argument("--draw-seed", type=int, default=0, metavar="S",
+                   help="seed of the random genotypes (default 0)")  # fmt: skip
+    s.add_argument("--search-flags", default="", metavar="FLAGS",
+                   help="flags of python -m fastadl.search for every search")  # fmt: skip
+
+
 def flag_overrides(spec: LoopCLI, text: str, option: str) -> tuple[str | None, dict]:
     """(preset or None, config overrides) from a quoted flag string of a loop's CLI."""
     argv = shlex.split(text)
@@ -181,6 +225,17 @@ def plan_study(args: argparse.Namespace, out: Path):
     if args.study == "cells":
         return (*plan_cells(out, args.seeds, args.retrain_epochs, train), None)
     search = flag_overrides(SEARCH_CLI, args.search_flags, "--search-flags")
+    if args.study == "pareto":
+        from fastadl.study.pareto import plan_pareto
+
+        train = (train[0], {"model": "tiny", **train[1]})
+        search = (search[0], {**search[1], "deploy_model": train[1]["model"],
+                              "deploy_size": args.deploy_size, "deploy_threads": 1,
+                              "deploy_device": "cpu"})  # fmt: skip
+        predict_ms = pareto_latency(args, search, train)[0]
+        plan = plan_pareto(out, args.targets, args.random, args.seeds, args.retrain_epochs,
+                           args.draw_seed, search, train, predict_ms)  # fmt: skip
+        return (*plan, None)
     if args.study == "quality":
         if not (args.searches or args.cells):
             raise ConfigError("--searches and --cells are both 0: nothing to run")
@@ -196,6 +251,22 @@ def plan_study(args: argparse.Namespace, out: Path):
     return (*plan, None)
 
 
+def pareto_latency(args, search, train):
+    """The Pareto study's latency model: (predict_ms, measure_ms, context)."""
+    from fastadl.budget.deploy import parse_size
+    from fastadl.runtime.loading import build_datasets
+    from fastadl.search import config as search_config
+    from fastadl.study.pareto import latency_model
+
+    try:
+        size = parse_size(args.deploy_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    cfg = search_config.resolve(search[0] or search_config.DEFAULT_PRESET, search[1])
+    classes = build_datasets(cfg, augment=False)[0].num_classes
+    return latency_model(train[1]["model"], cfg.block_multiplier, cfg.layers, classes, size)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(build_study_parser(), argv)
     if isinstance(args, int):
@@ -204,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastadl.runtime.steps import NonFiniteError
     from fastadl.study.jobs import open_study, run_jobs
     from fastadl.study.quality_report import write_quality_report
-    from fastadl.study.report import verdict_line, write_report
+    from fastadl.study.report import write_report
 
     out = Path(args.out).resolve()
     command = "python -m fastadl.study " + " ".join(
@@ -220,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             genotype.save(path)
 
         def report(results):
+            if args.study == "pareto":  # its report times the networks: once, at the end
+                return None
             if args.study == "quality":
                 return write_quality_report(out, command, results, len(jobs))
             return write_report(out, args.study, command, results, len(jobs))
@@ -237,7 +310,28 @@ def main(argv: list[str] | None = None) -> int:
         return fail("interrupted: continue with the same command", EXIT_INTERRUPTED)
     except (*USER_ERRORS, OSError) as e:
         return fail(user_message(e))
-    if args.study == "quality":
+    final_report(args, out, command, results, report)
+    return 0
+
+
+def final_report(args, out: Path, command: str, results: list[dict], report) -> None:
+    """The finished study's report (the quality study's proxy scores, the Pareto study's
+    timings first), and its verdict in a line."""
+    from fastadl.study.quality_report import write_quality_report
+    from fastadl.study.report import verdict_line
+
+    if args.study == "pareto":
+        from fastadl.study.pareto import finish_pareto
+
+        search = flag_overrides(SEARCH_CLI, args.search_flags, "--search-flags")
+        train = flag_overrides(TRAIN_CLI, args.train_flags, "--train-flags")
+        train = (train[0], {"model": "tiny", **train[1]})
+        predict_ms, measure_ms, context = pareto_latency(args, search, train)
+        summary = finish_pareto(out, command, results, predict_ms, measure_ms, context)
+        verdict = ("no random genotype dominates a searched one" if summary["undominated"]
+                   else "a random genotype dominates a searched one")  # fmt: skip
+        print(f"study done: {out / 'report.md'}\n{verdict}")
+    elif args.study == "quality":
         proxy = None
         if not args.no_proxy:
             from fastadl.study.quality_proxy import proxy_scores, proxy_tau
@@ -248,4 +342,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         summary = report(results)
         print(f"study done: {out / 'report.md'}\n{verdict_line(args.study, summary['verdict'])}")
-    return 0

@@ -50,3 +50,31 @@ def plot_op_shares(results: list[dict], out_png: str | os.PathLike) -> Path:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("op groups per retrained cell", fontsize=9)
     return save(fig, out_png)
+
+
+def plot_pareto(
+    points: list[dict], front: list[int], unit: str, out_png: str | os.PathLike
+) -> Path:
+    """mIoU against measured latency. points: {"cost", "score", "group", "label"} each; front:
+    indices of the undominated points (stats.pareto_front), joined by a step line and ringed."""
+    fig = figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    groups = list(dict.fromkeys(p["group"] for p in points))
+    for k, group in enumerate(groups):
+        mine = [p for p in points if p["group"] == group]
+        ax.scatter([p["cost"] for p in mine], [100 * p["score"] for p in mine], s=28,
+                   color=f"C{k}", label=group, zorder=3, marker="o" if k else "*")  # fmt: skip
+        for p in mine:
+            if p.get("label"):
+                ax.annotate(p["label"], (p["cost"], 100 * p["score"]), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    xs = [points[i]["cost"] for i in front]
+    ys = [100 * points[i]["score"] for i in front]
+    ax.step(xs, ys, where="post", color="0.3", linewidth=1, zorder=2, label="Pareto front")
+    ax.scatter(xs, ys, s=110, facecolors="none", edgecolors="0.2", zorder=4)
+    ax.set_xlabel(f"measured latency ({unit})")
+    ax.set_ylabel("final val mIoU (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy against latency (undominated points ringed)", fontsize=9)
+    return save(fig, out_png)

@@ -126,3 +126,14 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     if pairs_x == 0 or pairs_y == 0:
         return math.nan
     return (concordant - discordant) / math.sqrt(pairs_x * pairs_y)
+
+
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether point a = (cost, score) dominates b: no costlier, no worse, and better in one."""
+    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, score) points no other point dominates, in order of cost."""
+    front = [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
+    return sorted(front, key=lambda i: points[i])

@@ -8,8 +8,10 @@ from scipy import stats as sp
 
 from fastadl.study.stats import (
     bootstrap_relative_gain,
+    dominates,
     kendall_tau,
     paired_pvalue,
+    pareto_front,
     permutation_pvalue,
     variance_share,
 )
@@ -100,3 +102,12 @@ def test_paired_sign_flip_test():
         (d,), np.mean, permutation_type="samples", alternative="greater", n_resamples=math.inf
     ).pvalue
     assert paired_pvalue(d) == pytest.approx(ref, abs=1e-12)
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    # (latency, mIoU): b is slower and worse than a; d ties a on cost and loses on score
+    points = [(1.0, 0.5), (2.0, 0.4), (2.0, 0.7), (1.0, 0.3), (0.5, 0.2), (3.0, 0.7)]
+    assert pareto_front(points) == [4, 0, 2]
+    assert dominates(points[0], points[1]) and not dominates(points[1], points[0])
+    assert not dominates(points[0], points[0])  # a point never dominates itself
+    assert dominates(points[2], points[5])  # equal score, cheaper
