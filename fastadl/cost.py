@@ -179,15 +179,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError as e:
-            return fail(f"--device {args.device}: {e}")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            return fail(f"--device {args.device}: CUDA is not available to this torch")
+    from fastadl.runtime.distributed import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        return fail(str(e))
     iters = args.time_iters if args.time_iters is not None else (3 if device.type == "cuda" else 0)
     if iters < 0:
         return fail(f"--time-iters must be >= 0, got {iters}")

@@ -17,6 +17,7 @@ from fastadl.budget.table import genotype_cost
 from fastadl.budget.timing import CLOCKS, REPEATS, device_name
 from fastadl.nn.derived.autodeeplab import PRESETS
 from fastadl.runtime.cli import USER_ERRORS, command_parser, fail
+from fastadl.runtime.distributed import resolve_device
 from fastadl.space.genotype import Genotype, GenotypeError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -108,11 +109,9 @@ def main(argv: list[str] | None, load_genotype: Callable[[str], Genotype]) -> in
     except (GenotypeError, OSError) as e:
         return fail(f"--genotype {args.genotype}: {e}")
     try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        return fail(f"--device {args.device}: {e}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return fail(f"--device {args.device}: CUDA is not available to this torch")
+        args.device = str(resolve_device(args.device))  # "auto" resolved, a bad one said
+    except ValueError as e:
+        return fail(str(e))
     try:
         report(args, genotype)
     except USER_ERRORS as e:
