@@ -39,6 +39,7 @@ class Budget:
     layers: int
     primitives: Sequence[str] = PRIMITIVES
     context: Mapping[str, object] = field(default_factory=dict)  # deploy size, device, model
+    decoder: Callable[[], Genotype] | None = None  # set: the hinge reads the decoded cost
 
     def __post_init__(self) -> None:
         if self.target <= 0:
@@ -51,8 +52,18 @@ class Budget:
             self.dense = self.dense.to(alphas.device)
         return expected_cost(self.dense, alphas, betas, self.primitives)
 
+    def estimate(self, alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+        """What the hinge reads: the expected cost, or with a ``decoder`` (the search's own
+        decoding) the decoded network's cost carrying the expected cost's gradient
+        (straight-through): the mode a decode takes can cost far less than the mean."""
+        expected = self.expected(alphas, betas)
+        if self.decoder is None:
+            return expected
+        decoded = genotype_cost(self.tables[self.unit], self.decoder())
+        return expected + (decoded - expected).detach()
+
     def hinge(self, alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.expected(alphas, betas) / self.target - 1)
+        return torch.relu(self.estimate(alphas, betas) / self.target - 1)
 
     def penalty(self, alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
         """The module docstring's penalty (0-d); a term whose weight is 0 is not computed."""

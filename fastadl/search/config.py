@@ -27,6 +27,9 @@ PATH_DECODINGS = ("viterbi", "prior-corrected")
 # How the cell's ops and inputs are chosen at the end (fastadl/search/perturbation.py).
 OP_SELECTIONS = ("alpha", "perturbation")
 
+# What a budget's penalty reads (fastadl/budget/search_term.py, docs/BUDGET.md).
+COST_ESTIMATES = ("expected", "decoded")
+
 # `python -m fastadl.train --model` (fastadl/train/config.py's MODELS)
 DEPLOY_MODELS = ("S", "M", "L", "tiny", "probe")
 
@@ -145,6 +148,13 @@ class SearchConfig(LoopConfig):
         "weight of the budget's penalty in β's loss (separate: one shared weight tends to "
         "collapse the search to fast, poor networks, FasterSeg)",
         min=0,
+    )
+    cost_estimate: str = option(
+        "expected",
+        "what the budget's hinge reads: the expected cost over the search space, or the decoded "
+        "network's cost with the expected cost's gradient (straight-through; decodes at every "
+        "α/β step, one host read)",
+        choices=COST_ESTIMATES,
     )
 
     @property

@@ -130,6 +130,8 @@ class Search:
         # a cost budget (None without a target): its tables built once, here
         val_size = lambda: tuple(self.val_set[0][0].shape[-2:])  # noqa: E731
         self.budget = search_budget(cfg, train_set.num_classes, val_size)
+        if self.budget and cfg.cost_estimate == "decoded":
+            self.budget.decoder = self.decode
         self.architect = Architect(
             self.model,
             self.arch_params,
