@@ -69,6 +69,28 @@ def test_separate_weights_reach_only_their_parameters():
     assert loose.penalty(alphas, betas).item() == 0.0
 
 
+def test_decoded_estimate_reads_the_decoded_cost_with_the_expected_gradient():
+    from fastadl.budget.table import genotype_cost
+    from fastadl.space.genotype import decode_cell, viterbi
+    from fastadl.space.trellis import normalize_betas
+
+    table = synthetic_table(seed=4)
+    gen = torch.Generator().manual_seed(0)
+    alphas = torch.randn(5, 8, generator=gen).requires_grad_()
+    betas = torch.randn(3, 4, 3, generator=gen).requires_grad_()
+    decoded = Genotype(decode_cell(alphas), viterbi(normalize_betas(betas)),
+                       filter_multiplier=2, block_multiplier=2, layers=3)  # fmt: skip
+    plain = Budget("ms", 1.0, 1.0, 1.0, {"ms": table}, layers=3)
+    straight = Budget("ms", 1.0, 1.0, 1.0, {"ms": table}, layers=3, decoder=lambda: decoded)
+    got = straight.estimate(alphas, betas)
+    torch.testing.assert_close(got.item(), genotype_cost(table, decoded))
+    expected = plain.estimate(alphas, betas)
+    assert abs(got.item() - expected.item()) > 1e-3  # the mode is not the mean here
+    for a, b in zip(torch.autograd.grad(got, [alphas, betas]),
+                    torch.autograd.grad(expected, [alphas, betas]), strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b)
+
+
 def test_budgeted_run_reports_cost(tmp_path, monkeypatch):
     monkeypatch.setattr(searcher, "search_budget", fake_budget)
     cfg = dataclasses.replace(MICRO, layers=3, epochs=2, latency_target=10.0)
@@ -137,3 +159,13 @@ def test_search_budget_builds_its_tables_once_at_the_deploy_size():
     assert (budget.unit, budget.target, budget.context["deploy_size"]) == ("GMACs", 2.0, [32, 48])
     sized = dataclasses.replace(cfg, deploy_size="64x96")
     assert search_term.search_budget(sized, 5, no_size, build).context["deploy_size"] == [64, 96]
+
+
+def test_cost_estimate_decoded_hands_the_search_its_own_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(searcher, "search_budget", fake_budget)
+    cfg = dataclasses.replace(MICRO, layers=3, latency_target=10.0, cost_estimate="decoded")
+    task = Search(cfg.validated(), tmp_path, torch.device("cpu"), resume=False)
+    assert task.budget.decoder == task.decode
+    plain = Search(dataclasses.replace(cfg, cost_estimate="expected").validated(),
+                   tmp_path / "b", torch.device("cpu"), resume=False)  # fmt: skip
+    assert plain.budget.decoder is None
