@@ -5,9 +5,10 @@
     python benchmarks/bench_search_step.py --backends auto --recompute --compile
     pytest benchmarks/bench_search_step.py --benchmark-only        # one cell / one iteration groups
 
-The iteration is the engine's own: ``fastadl.runtime.steps.weight_step`` (SGD, gradient clip)
-and ``fastadl.search.architect.Architect.step`` (Adam on α, β, gradients for α and β only), on
-a SuperNet built like the search builds it. Each backend runs in a process of its own (as a
+The iteration is the search's own: ``fastadl.search.architect.SearchIteration``, which the
+search loop runs (FlatSGD weight step with gradient clip, then the Architect's Adam step on α
+and β, the non-finite watch read at its end, the search's TF32 setting; the search's default
+learning rates), on a SuperNet built like the search builds it. Each backend runs in a process of its own (as a
 user's search does), and they are timed interleaved (every repetition runs each backend once,
 in rotating order, one at a time) after one warm-up iteration each; the medians are reported
 with their ratio to ``reference``, and each process's peak memory (peak RSS on CPU,
@@ -31,10 +32,8 @@ import pytest
 import torch
 
 from fastadl import SuperNet
-from fastadl.runtime.precision import Precision
-from fastadl.runtime.steps import frozen, stepped_parameters, weight_step
-from fastadl.search.architect import Architect
-from fastadl.search.flat_sgd import search_weight_optimizer
+from fastadl.search.architect import SearchIteration
+from fastadl.search.config import SearchConfig
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -65,35 +64,22 @@ class Iteration:
             s.classes, s.layers, s.filter_multiplier, s.blocks, backend=backend,
             recompute=recompute,
         ).to(device)  # fmt: skip
-        if compile:
-            from fastadl.nn.search.compile import compile_regions
-
-            compile_regions(self.model)
-        precision = Precision("off", torch.device(device).type)
-        arch = self.model.arch_parameters()
-        self.w_opt = search_weight_optimizer(  # the search's own
-            self.model, False, lr=0.025, momentum=0.9, weight_decay=3e-4
-        )
-        self.scaler = precision.make_scaler()
-        self.precision = precision
-        self.architect = Architect(self.model, arch, 3e-3, (0.9, 0.999), 1e-3, precision)
+        # the search's builder: compile_regions with --compile, as the search decides it
+        cfg = SearchConfig(compile=compile)
+        iteration = SearchIteration(self.model, cfg, torch.device(device))
         gen = torch.Generator().manual_seed(1)
         shape = (s.batch, 3, s.size, s.size)
         self.xa = torch.randn(shape, generator=gen).to(device)
         self.xb = torch.randn(shape, generator=gen).to(device)
         self.ya = torch.randint(0, s.classes, (s.batch, s.size, s.size), generator=gen).to(device)
         self.yb = torch.randint(0, s.classes, (s.batch, s.size, s.size), generator=gen).to(device)
-        self.step = 0
+        self.step = iteration.closure(((self.xa, self.ya), (self.xb, self.yb)))
 
     def run(self) -> float:
-        """One weight step + one α/β step; returns its wall-clock seconds."""
+        """One weight step + one α/β step + the watch read; returns its wall-clock seconds."""
         sync(self.device)
         t0 = time.perf_counter()
-        self.step += 1
-        with frozen(self.model.arch_parameters()):
-            weight_step(self.model, self.xa, self.ya, self.w_opt, self.scaler, self.precision,
-                        stepped_parameters(self.w_opt), self.step, 1, 5.0)  # fmt: skip
-        self.architect.step(self.xb, self.yb, self.step)
+        self.step()
         sync(self.device)
         return time.perf_counter() - t0
 

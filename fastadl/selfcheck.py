@@ -7,8 +7,10 @@
 Every backend available on the device is compared with ``reference`` — one edge at the paper's
 four trellis levels, a cell, a small SuperNet in training and eval mode — on outputs, every
 gradient (inputs, op weights, α, β) and the BatchNorm running statistics, in float32 and under
-bfloat16 autocast; then an edge, a cell and a search iteration (weight step + α/β step) are
-timed per backend. It prints a table, what ``auto`` runs on the device (a search cell: the
+bfloat16 autocast; and the search's own iteration (fastadl/search/architect.py's
+SearchIteration: FlatSGD weight step, α/β step, watch read, TF32 setting) in float32, bf16 and
+fp16 with GradScaler. Then an edge, a cell and that iteration in each precision are timed per
+backend. It prints a table, what ``auto`` runs on the device (a search cell: the
 cell-level path, on C++ kernels on CPU and ATen ops on CUDA; a lone edge: triton or fused;
 fastadl/ops/dispatch.py::auto_summary) and PASS or FAIL, exit status 0 or 1.
 
@@ -71,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command_parser(
         "python -m fastadl.selfcheck",
         "Check every mixed-op backend on this device against the reference (outputs, "
-        "every gradient, BatchNorm statistics; fp32 and bf16) and time an edge, a cell "
-        "and a search iteration per backend. Exit status 0 = PASS, 1 = FAIL.",
+        "every gradient, BatchNorm statistics; fp32 and bf16; the search's own iteration also "
+        "in fp16 with GradScaler) and time an edge, a cell and the search iteration per "
+        "backend; say what auto runs on this device. Exit status 0 = PASS, 1 = FAIL.",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument(

@@ -1,6 +1,7 @@
 """Agreement checks: a workload under each fast backend against ``reference``, float32 and
 bfloat16 autocast, outputs, every gradient (inputs, op weights, α, β) and the BatchNorm
-running statistics the step leaves behind."""
+running statistics the step leaves behind; and the search's own iteration (also under fp16
+with GradScaler): both losses, every parameter's update and the BatchNorm statistics."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fastadl.diagnostics.workloads import Case
 class Row:
     check: str  # e.g. "edge s4 2×8×81×81"
     backend: str
-    dtype: str  # "fp32" | "bf16"
+    dtype: str  # "fp32" | "bf16" | "fp16"
     status: str  # "PASS" | "FAIL" | "SKIP"
     worst: str = ""  # the worst tensor, or why skipped / what raised
     error: float | None = None  # normalised error, tolerance 1
@@ -65,16 +66,28 @@ def agreement_rows(
         prepare(case)
         return case
 
-    want = {d: run_case(fresh("reference"), d, device) for d in {"fp32", *dtypes}}
+    return compare_rows(label, lambda b, d: run_case(fresh(b), d, device), backends, dtypes)
+
+
+def compare_rows(
+    label: str,
+    run: Callable[[str, str], tuple[list[str], list]],
+    backends: Sequence[str],
+    dtypes: Sequence[str],
+) -> list[Row]:
+    """Rows for ``run(backend, dtype)`` → (names, tensors), the first tensor the output, against
+    ``run("reference", "fp32")``: float32 exactly (agreement.agree's float32 rule), a lower
+    precision against the reference's own error in it (its bfloat16 rule)."""
+    want = {d: run("reference", d) for d in {"fp32", *dtypes}}
     names = want["fp32"][0]
     rows = []
     for backend in backends:
         for dtype in dtypes:
             try:
-                got_names, got = run_case(fresh(backend), dtype, device)
+                got_names, got = run(backend, dtype)
                 if got_names != names:
                     raise RuntimeError(f"a different set of tensors: {got_names[:3]}…")
-                low = want[dtype][1] if dtype == "bf16" else None
+                low = want[dtype][1] if dtype != "fp32" else None
                 result: Agreement = agree(got, want["fp32"][1], names, low)
             except Exception as e:  # noqa: BLE001 - a crash is this backend's FAIL, not ours
                 first = (str(e).strip().splitlines() or [""])[0][:160]
@@ -87,3 +100,59 @@ def agreement_rows(
                 Row(label, backend, dtype, status, result.worst, result.error, result.detail)
             )
     return rows
+
+
+AMP_OF = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+
+
+def iteration_tensors(iteration, batches, device: torch.device) -> tuple[list[str], list]:
+    """(names, tensors) of one search iteration (fastadl/search/architect.py's
+    SearchIteration.closure on ``batches``), all float32: the weight step's loss (the
+    "output"), the α/β step's, each weight's change divided by the learning rate (−(clipped
+    gradient + weight decay): O(1) values, so the float32 rule sees them at a gradient's
+    scale), the gradient α and β were stepped with (weight decay included, read from Adam's
+    first moment; their change itself, lr·sign(gradient) on a first step, would turn a
+    rounding-sized difference in a near-zero gradient into a 2·lr one), then the BatchNorm
+    buffers."""
+    model = iteration.model
+    arch = {id(p) for p in iteration.arch_params}
+    weights = [(n, p) for n, p in model.named_parameters() if id(p) not in arch]
+    before = [p.detach().float().clone() for _, p in weights]
+    with exact_fp32() if device.type == "cuda" else contextlib.nullcontext():
+        losses = iteration.closure(batches)()
+    deltas = [
+        (p.detach().float() - b) / iteration.w_lr for (_, p), b in zip(weights, before, strict=True)
+    ]
+    adam = iteration.architect.optimizer
+    beta1 = adam.param_groups[0]["betas"][0]
+    arch_named = [(n, p) for n, p in model.named_parameters() if id(p) in arch]
+    # no state: an fp16 step the GradScaler skipped (inf gradients)
+    arch_grads = [
+        adam.state.get(p, {}).get("exp_avg", torch.zeros_like(p)).detach().float() / (1 - beta1)
+        for _, p in arch_named
+    ]
+    buffers = list(model.named_buffers())
+    names = ["weight-step loss", "α/β-step loss", *(f"Δ/lr {n}" for n, _ in weights)]
+    names += [f"α/β-step gradient {n}" for n, _ in arch_named]
+    names += [f"buffer {n}" for n, _ in buffers]
+    tensors = [losses["loss"].detach().float(), losses["arch_loss"].detach().float()]
+    tensors += deltas + arch_grads + [b.detach().float() for _, b in buffers]
+    return names, tensors
+
+
+def iteration_rows(
+    label: str,
+    make: Callable[[str, str], tuple[object, object]],
+    backends: Sequence[str],
+    dtypes: Sequence[str],
+    device: torch.device,
+) -> list[Row]:
+    """Rows for one search iteration under each backend and dtype against the reference's in
+    float32; make(backend, amp) → (SearchIteration, batches), every backend's from the same
+    state. The iteration is built before exact_fp32 takes TF32 away for the run."""
+    return compare_rows(
+        label,
+        lambda b, d: iteration_tensors(*make(b, AMP_OF[d]), device),
+        backends,
+        dtypes,
+    )

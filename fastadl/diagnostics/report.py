@@ -10,18 +10,22 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
-from fastadl.diagnostics.checks import Row, agreement_rows
+from fastadl.diagnostics.checks import Row, agreement_rows, iteration_rows
 from fastadl.diagnostics.timing import interleaved_medians
 from fastadl.diagnostics.workloads import (
     cell_case,
     edge_case,
     fwd_bwd_step,
+    iteration_case,
     randomize_running_stats,
     search_iteration,
     supernet_case,
 )
 
 DTYPES = ("fp32", "bf16")
+# the search iteration also under fp16 with GradScaler (--amp fp16); on the CPU too: torch's
+# CPU autocast runs float16 (this torch: fastadl/runtime/precision.py's Precision)
+ITERATION_DTYPES = ("fp32", "bf16", "fp16")
 
 
 def triton_status(device: torch.device, quick: bool) -> tuple[bool, bool, str]:
@@ -81,33 +85,52 @@ def agreement_tasks(device, plan, backends) -> list[tuple[str, Callable[[], list
         return agreement_rows(net + " (eval)", make, backends, ("fp32",), device, _eval_mode)
 
     out.append((net + " (eval)", run_eval))
+
+    def run_iteration():
+        like = supernet_case(plan.net, "reference", device).module  # every backend's state
+        return iteration_rows(
+            f"search iteration {plan.net.label()}",
+            lambda b, amp: iteration_case(plan.net, b, amp, device, like),
+            backends,
+            ITERATION_DTYPES,
+            device,
+        )
+
+    out.append((f"search iteration {plan.net.label()}", run_iteration))
     return out
 
 
-def timing_table(device, plan, backends, progress) -> list[tuple[str, dict[str, float]]]:
-    """[(workload, backend → median seconds)] for an edge, a cell and a search iteration."""
+def timing_table(device, plan, backends, progress) -> list[tuple[str, dict[str, float], int]]:
+    """[(workload, backend → median seconds, repetitions)] for an edge, a cell and the
+    search's iteration in each of ITERATION_DTYPES."""
     C, blocks, size = plan.cell
     shape = plan.edges[plan.timed_edge]
+    spec = plan.iteration
+    edge_reps, cell_reps, iteration_reps = plan.reps
     workloads = [
         (
             f"edge fwd+bwd {plan.timed_edge}",
             lambda b: fwd_bwd_step(edge_case(shape, b, device), device),
+            edge_reps,
         ),
         (
             f"cell fwd+bwd C={C} B={blocks} {size[0]}×{C}×{size[1]}×{size[2]}",
             lambda b: fwd_bwd_step(cell_case(C, blocks, size, b, device), device),
-        ),
-        (
-            f"search iteration {plan.iteration.label()}",
-            lambda b: search_iteration(plan.iteration.build(b).to(device), plan.iteration, device),
+            cell_reps,
         ),
     ]
+    for dtype, amp in (("fp32", "off"), ("bf16", "bf16"), ("fp16", "fp16")):
+        workloads.append((
+            f"search iteration {dtype} {spec.label()}",
+            lambda b, amp=amp: search_iteration(spec.build(b).to(device), spec, device, amp),
+            iteration_reps,
+        ))  # fmt: skip
     table = []
     bar = tqdm(workloads, desc="timing", disable=None if progress else True, leave=False)
-    for (label, make), reps in zip(bar, plan.reps, strict=True):
+    for label, make, reps in bar:
         bar.set_postfix_str(label[:40])
         steps = {b: make(b) for b in backends}
-        table.append((label, interleaved_medians(steps, reps, warmup=1)))
+        table.append((label, interleaved_medians(steps, reps, warmup=1), reps))
     return table
 
 
@@ -138,12 +161,12 @@ def print_rows(rows: list[Row]) -> None:
         print(f"{line}  {r.worst}{'  ' + r.detail if r.detail else ''}")
 
 
-def print_timing(table, backends, reps) -> None:
-    width = max(len(label) for label, _ in table)
+def print_timing(table, backends) -> None:
+    width = max(len(label) for label, _, _ in table)
     print(
         f"\n{'timing (median, interleaved)'.ljust(width)}" + "".join(f"{b:>22}" for b in backends)
     )
-    for (label, med), n in zip(table, reps, strict=True):
+    for label, med, n in table:
         cells = []
         for b in backends:
             ratio = "" if b == "reference" else f" ({med['reference'] / med[b]:.2f}×)"
@@ -195,7 +218,7 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
     timed = [b for b in timed if b == "reference" or b not in broken]
     if timing:
         table = timing_table(device, plan, timed, progress)
-        print_timing(table, timed, plan.reps)
+        print_timing(table, timed)
         if interpreted:
             print("(triton is not timed under the interpreter)")
 
@@ -204,6 +227,11 @@ def run_selfcheck(device: torch.device, plan, quick: bool, timing: bool, progres
     if usable and device.type == "cuda":
         record_verdict(device, verdict, f"python -m fastadl.selfcheck (pid {os.getpid()})")
     print(f"\nauto on {device}: {auto_summary(device)}")
+    print(
+        "search iteration: the search's own (fastadl/search/architect.py's SearchIteration: "
+        "FlatSGD weight step, Architect α/β step, GradScaler under fp16, TF32 in cuDNN "
+        "convolutions only), in fp32, bf16 and fp16"
+    )
     if not verdict.ok and device.type == "cuda":
         print("triton FAILED here: auto will not pick it on this device (recorded for later runs)")
     checked = sum(r.status != "SKIP" for r in rows)

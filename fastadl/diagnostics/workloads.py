@@ -142,34 +142,54 @@ def fwd_bwd_step(case: Case, device: torch.device) -> Callable[[], None]:
     return step
 
 
-def search_iteration(
-    net: SuperNet, spec: NetSpec, device: torch.device, amp: str = "off", arch: bool = True
-):
-    """A closure running one search iteration as the search loop does (fastadl/engine): an SGD
-    step on the weights with one batch, then (``arch``) an Adam step on α and β with another."""
-    from fastadl.diagnostics.timing import synchronize
-    from fastadl.runtime.precision import Precision
-    from fastadl.runtime.steps import frozen, weight_step
-    from fastadl.search.architect import Architect
-
-    net = copy.deepcopy(net).train()  # the steps change the weights: leave the caller's alone
+def iteration_batches(spec: NetSpec, device: torch.device):
+    """Two fixed batches ((xa, ya), (xb, yb)) for a search iteration on ``spec``'s SuperNet:
+    images (N, 3, H, W) from N(0, 1), labels (N, H, W) in 0..classes-1."""
     gen = torch.Generator().manual_seed(0)
     shape = (spec.batch, 3, spec.height, spec.width)
     xa, xb = (torch.randn(shape, generator=gen).to(device) for _ in range(2))
     labels = (spec.batch, spec.height, spec.width)
     ya, yb = (torch.randint(spec.classes, labels, generator=gen).to(device) for _ in range(2))
-    precision = Precision(amp, device.type)
-    arch_params, weights = net.arch_parameters(), net.weight_parameters()
-    # small learning rates: repeated timing steps must stay finite, not learn
-    w_opt = torch.optim.SGD(weights, lr=1e-4, momentum=0.9, weight_decay=3e-4)
-    scaler = precision.make_scaler()
-    architect = Architect(net, arch_params, 1e-4, (0.9, 0.999), 1e-3, precision)
+    return (xa, ya), (xb, yb)
+
+
+def iteration_workload(net: SuperNet, spec: NetSpec, device: torch.device, amp: str = "off",
+                       cfg=None, batches=None):  # fmt: skip
+    """(SearchIteration, batches): the search's own iteration (fastadl/search/architect.py) on
+    a copy of ``net`` (the steps change the weights: the caller's are left alone).
+
+    cfg: the search's settings (a SearchConfig); default: the search's defaults (the paper's
+    learning rates, gradient clip and optimizers) with ``amp``. batches: default
+    ``iteration_batches(spec, device)``."""
+    from fastadl.search.architect import SearchIteration
+    from fastadl.search.config import SearchConfig
+
+    cfg = SearchConfig(amp=amp) if cfg is None else cfg
+    net = copy.deepcopy(net).train()
+    batches = iteration_batches(spec, device) if batches is None else batches
+    return SearchIteration(net, cfg, device), batches
+
+
+def iteration_case(spec: NetSpec, backend: str, amp: str, device, like=None):
+    """(SearchIteration, batches) for ``spec``'s SuperNet under ``backend`` with ``like``'s
+    state (a fixed seed when None), as iteration_workload builds it."""
+    net = _built(lambda: spec.build(backend), like, device)
+    return iteration_workload(net, spec, device, amp)
+
+
+def search_iteration(
+    net: SuperNet, spec: NetSpec, device: torch.device, amp: str = "off", arch: bool = True
+):
+    """A closure running one search iteration as the search does: the weight step (FlatSGD,
+    gradient clip, GradScaler under fp16) on one batch, then (``arch``) the α/β step (the
+    Architect's Adam) on another, then the non-finite watch read (SearchIteration.closure)."""
+    from fastadl.diagnostics.timing import synchronize
+
+    iteration, batches = iteration_workload(net, spec, device, amp)
+    run = iteration.closure(batches, arch)
 
     def step() -> None:
-        with frozen(arch_params):
-            weight_step(net, xa, ya, w_opt, scaler, precision, weights, 1, 1, 5.0)
-        if arch:
-            architect.step(xb, yb, 1)
+        run()
         synchronize(device)
 
     return step

@@ -42,6 +42,7 @@ def sgd(params: list[nn.Parameter], **kwargs) -> torch.optim.SGD:
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.SGD(params, **kwargs)
     tensor_lr(optimizer)
+    zero_momentum(optimizer)
     return optimizer
 
 
@@ -130,6 +131,22 @@ def tensor_lr(optimizer: torch.optim.Optimizer) -> None:
         device = group["params"][0].device
         if not isinstance(lr, torch.Tensor) or lr.device != device:
             group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
+
+
+def zero_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Give a fused SGD with momentum its momentum buffers now, as zeros. torch's fused SGD
+    creates them uninitialised (``empty_like``) at its first step and fills them in the kernel;
+    when a GradScaler skips that step (inf gradients: usual at fp16's first scale) they keep
+    whatever the memory held and the next step adds it to the weights (torch 2.13: NaN weights
+    at a tiny supernet's 2nd fp16 step; tests/search/test_flat_sgd.py). A zero buffer gives the
+    same first update exactly (0.9·0 + g = g); a buffer already there is kept."""
+    if not optimizer.defaults.get("fused"):
+        return
+    for group in optimizer.param_groups:
+        if group.get("momentum"):
+            for p in group["params"]:
+                if optimizer.state[p].get("momentum_buffer") is None:
+                    optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p.detach())
 
 
 def weight_step(

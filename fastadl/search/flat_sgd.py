@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fastadl.ops.cell.weights import bind_stacked_weights, packing_order
-from fastadl.runtime.steps import tensor_lr
+from fastadl.runtime.steps import tensor_lr, zero_momentum
 
 
 class FlatSGD(torch.optim.SGD):
@@ -65,6 +65,7 @@ class FlatSGD(torch.optim.SGD):
         except (RuntimeError, TypeError, ValueError):
             super().__init__([flat], **kwargs)
         tensor_lr(self)  # a schedule's change is then a fill on the device (steps.set_lr)
+        zero_momentum(self)  # fp16: a first step the GradScaler skips leaves no garbage
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the flat gradient in place (``set_to_none`` is ignored: the buffer is kept)."""
@@ -103,6 +104,7 @@ class FlatSGD(torch.optim.SGD):
             state_dict = {"state": packed, "param_groups": [group]}
         super().load_state_dict(state_dict)
         tensor_lr(self)  # a saved float (or a tensor on another device) becomes ours again
+        zero_momentum(self)  # a state saved before any step has no buffer
 
 
 def search_weight_optimizer(model: nn.Module, distributed: bool, **hyper) -> FlatSGD:

@@ -16,33 +16,27 @@ import math
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from fastadl.budget.search_term import search_budget
 from fastadl.data import subset
 from fastadl.data.split import load_split, make_split, save_split
 from fastadl.nn import SuperNet
-from fastadl.nn.search.compile import compile_regions, compile_stats
+from fastadl.nn.search.compile import compile_stats
 from fastadl.runtime import distributed as dist
 from fastadl.runtime.loading import SeededItems, batches_per_epoch, build_datasets, epoch_loader
 from fastadl.runtime.loop import LoopResult, load_state_dicts, run_loop, state_dicts
-from fastadl.runtime.precision import Precision
 from fastadl.runtime.rundir.checkpoint import load_module_state
-from fastadl.runtime.steps import FiniteWatch, frozen, set_lr, stepped_parameters, weight_step
 from fastadl.runtime.validation import evaluate_miou, validation_scores
 from fastadl.search.arch_stats import (
-    alpha_decay,
-    alpha_entropy,
     alpha_summary,
     beta_summary,
     op_histogram,
     skip_count,
 )
-from fastadl.search.architect import Architect
+from fastadl.search.architect import SearchIteration
 from fastadl.search.config import ConfigError, SearchConfig
 from fastadl.search.diagrams import save_diagrams
-from fastadl.search.flat_sgd import search_weight_optimizer
 from fastadl.search.perturbation import select_inputs, select_ops
 from fastadl.search.plots import save_plots
 from fastadl.space.genotype import Genotype, decode_cell, viterbi
@@ -55,22 +49,6 @@ MIN_SEARCH_STEPS, MIN_ARCH_STEPS = 100, 50
 def cosine_lr(step: int, total: int, lr_max: float, lr_min: float) -> float:
     """Cosine decay lr_max → lr_min over ``total`` steps: a pure function of the step."""
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * min(step, total) / total))
-
-
-def search_forward(model: SuperNet, cfg: SearchConfig) -> nn.Module:
-    """What the weight step calls: the model, DDP-wrapped under several processes. With
-    ``cfg.compile`` its repeated regions are compiled in place (fastadl/nn/search/compile.py), so the
-    α/β step, which calls the model itself, runs them too, and validation (eval mode, no_grad)
-    runs them eagerly. (The one place compilation is decided.)"""
-    if cfg.compile:
-        compile_regions(model)
-    forward: nn.Module = model
-    if dist.world_size() > 1:
-        # α/β are left out of DDP (requires_grad off while wrapping): the weight step never
-        # needs them and the architecture step averages their gradients itself.
-        with frozen(model.arch_parameters()):
-            forward = nn.parallel.DistributedDataParallel(model)
-    return forward
 
 
 class Search:
@@ -114,40 +92,19 @@ class Search:
             backend=cfg.backend,
             recompute=cfg.recompute,
         ).to(device)
-        self.precision = Precision(cfg.amp, device.type)
-        self.arch_params = self.model.arch_parameters()
-        # one flat buffer for the ~11k weight tensors: clipping, SGD and zeroing are a few
-        # calls instead of loops over every tensor, and the cells read their stacked weights
-        # from it without copies (fastadl/search/flat_sgd.py)
-        self.w_opt = search_weight_optimizer(
-            self.model,
-            dist.world_size() > 1,
-            lr=cfg.w_lr,
-            momentum=cfg.w_momentum,
-            weight_decay=cfg.w_weight_decay,
-        )
-        self.w_scaler = self.precision.make_scaler()
         # a cost budget (None without a target): its tables built once, here
         val_size = lambda: tuple(self.val_set[0][0].shape[-2:])  # noqa: E731
         self.budget = search_budget(cfg, train_set.num_classes, val_size)
         if self.budget and cfg.cost_estimate == "decoded":
             self.budget.decoder = self.decode
-        self.architect = Architect(
-            self.model,
-            self.arch_params,
-            cfg.arch_lr,
-            (cfg.arch_beta1, cfg.arch_beta2),
-            cfg.arch_weight_decay,
-            self.precision,
-            self.arch_regularizer(),
-        )
-        # non-finite losses and gradients, noted on the device by both steps and read by the
-        # loop every few steps and before each checkpoint (loop.py)
-        self.watch = FiniteWatch()
+        # precision, TF32, FlatSGD and its scaler, the Architect, the watch and the forward:
+        # built where the self-check and the benchmark build theirs (architect.py)
+        self.iteration = it = SearchIteration(self.model, cfg, device, self.budget)
+        self.precision, self.w_opt, self.w_scaler = it.precision, it.w_opt, it.w_scaler
+        self.architect, self.watch, self.forward = it.architect, it.watch, it.forward
         # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
         self.arch_frozen_at = 0
         self.drawn: Genotype | None = None  # the genotype plots/genotype_*.png show
-        self.forward = search_forward(self.model, cfg)
         self.compiled_graphs = compile_stats()[0]  # dynamo's count before the first step
 
     def schedule_warning(self) -> str | None:
@@ -184,30 +141,11 @@ class Search:
         (xa, ya), (xb, yb) = batch
         cfg = self.cfg
         xa, ya = xa.to(self.device, non_blocking=True), ya.to(self.device, non_blocking=True)
-        lr = cosine_lr(step, self.total_steps, cfg.w_lr, cfg.w_lr_min)
-        set_lr(self.w_opt, lr)
-
-        # weight step on trainA: gradients for w only
-        with frozen(self.arch_params):
-            loss = weight_step(
-                self.forward,
-                xa,
-                ya,
-                self.w_opt,
-                self.w_scaler,
-                self.precision,
-                stepped_parameters(self.w_opt),
-                step + 1,
-                cfg.accumulate,
-                cfg.grad_clip,
-                self.watch,
-            )
-        fields = {"loss": loss, "lr": lr}
-
-        # architecture step on trainB: gradients for α and β only
-        if self.search_arch:
+        if self.search_arch:  # trainB's batch is needed only by the α/β step
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-            fields["arch_loss"] = self.architect.step(xb, yb, step + 1, cfg.accumulate, self.watch)
+        lr = cosine_lr(step, self.total_steps, cfg.w_lr, cfg.w_lr_min)
+        steps = self.iteration.run(((xa, ya), (xb, yb)), step, lr, self.search_arch)
+        fields = {"loss": steps.pop("loss"), "lr": lr, **steps}
         if cfg.compile:
             fields.update(self.compile_report(step + 1))
         return {**fields, "images": xa.shape[0]}
@@ -223,20 +161,6 @@ class Search:
         if dist.is_main_process():
             tqdm.write(f"compile: {graphs} graphs, {seconds:.1f} s (by step {step})")
         return {"compile_graphs": graphs, "compile_s": seconds}
-
-    def arch_regularizer(self):
-        """The α/β loss's extra terms, None when all are off: arch_entropy_weight · mean
-        normalised entropy of softmax(α) (pushes each edge towards one op, shrinking the gap
-        between the mixed supernet and the decoded cell), alpha_decay_weight · β-DARTS'
-        beta-decay (arch_stats.alpha_decay) and a budget's penalty (fastadl/budget)."""
-        entropy, decay = self.cfg.arch_entropy_weight, self.cfg.alpha_decay_weight
-        alphas, betas, budget = self.model.alphas, self.model.betas, self.budget
-        if not (entropy or decay or budget):
-            return None
-        terms = [(w, f) for w, f in ((entropy, alpha_entropy), (decay, alpha_decay)) if w]
-        if budget:
-            terms.append((1.0, lambda a: budget.penalty(a, betas)))
-        return lambda: sum(w * f(alphas) for w, f in terms)
 
     def decode(self, genotype: Genotype | None = None) -> Genotype:
         """``genotype`` (default: the model's current one) with the max_skips cap when it is

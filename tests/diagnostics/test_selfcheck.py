@@ -2,6 +2,7 @@
 --quick) and prints its table and PASS; a wrong backend is a FAIL with exit status 1; its
 verdict on triton is what `auto` follows; --help imports no Triton and starts no CUDA."""
 
+import re
 import subprocess
 import sys
 
@@ -19,6 +20,12 @@ def test_quick_selfcheck_passes_and_prints_its_tables(capsys, one_thread):
     for backend in ("fused", "triton"):  # triton under the interpreter (tests/conftest.py)
         assert any(line.split()[2:4] == [backend, "bf16"] for line in out.splitlines()), backend
     assert "supernet L=1" in out and "(eval)" in out
+    # the search's own iteration, compared in fp32, bf16 and fp16 (GradScaler) and timed
+    found = re.findall(
+        r"^search iteration L=1 \S+ \S+ \S+\s+(\w+)\s+(fp32|bf16|fp16)\s+PASS", out, re.M
+    )
+    assert set(found) == {(b, d) for b in ("fused", "triton") for d in ("fp32", "bf16", "fp16")}
+    assert "search iteration fp16" in out and "the search's own" in out
     assert "search iteration" in out and "not timed under the interpreter" in out
     assert "auto on cpu: search cells: the cell-level path on C++ kernels; a lone MixedOp" in out
     assert out.rstrip().splitlines()[-1].startswith("PASS:")
@@ -75,3 +82,46 @@ def test_plans_cover_the_papers_edge_shapes():
     plan = selfcheck.make_plan(quick=False, cuda=torch.cuda.is_available(), reps=None)
     assert list(plan.edges.values()) == list(selfcheck.PAPER_EDGES.values())
     assert plan.timed_edge in plan.edges
+
+
+@pytest.mark.parametrize("amp", ["off", "fp16"])
+def test_selfchecks_iteration_is_the_searchs_first(tmp_path, amp, one_thread):
+    """The self-check's iteration (workloads.iteration_workload, with the run's settings and
+    batches) and a real search's first iteration (Search.train_step at step 0, α/β on), from the
+    same state, leave the same weights, α, β, BatchNorm statistics and optimizer states: the
+    self-check checks and times what the search runs (fp16: with its GradScalers)."""
+    import dataclasses
+
+    from fastadl.diagnostics.workloads import NetSpec, iteration_workload
+    from fastadl.nn import SuperNet
+    from fastadl.search.config import resolve
+    from fastadl.search.searcher import Search
+
+    cfg = dataclasses.replace(
+        resolve("tiny", {}), num_images=8, image_size=24, crop_size=24, val_images=2, layers=2,
+        filter_multiplier=2, block_multiplier=2, epochs=1, arch_start_epoch=0, batch_size=2,
+        workers=0, threads=0, amp=amp,
+    ).validated()  # fmt: skip
+    cpu = torch.device("cpu")
+    task = Search(cfg, tmp_path, cpu, resume=False)
+    net = SuperNet(task.model.num_classes, cfg.layers, cfg.filter_multiplier,
+                   cfg.block_multiplier, backend=cfg.backend)  # fmt: skip
+    net.load_state_dict(task.model.state_dict())
+    batch = next(iter(task.batches(0, 0)))
+    assert task.search_arch
+    spec = NetSpec(cfg.layers, cfg.filter_multiplier, cfg.block_multiplier,
+                   task.model.num_classes, cfg.batch_size, cfg.crop_size, cfg.crop_size)  # fmt: skip
+    iteration, batches = iteration_workload(net, spec, cpu, amp, cfg, batch)
+    mine = iteration.closure(batches)()
+    theirs = task.train_step(batch, 0)
+    torch.testing.assert_close(mine["loss"], theirs["loss"], rtol=0, atol=0)
+    torch.testing.assert_close(mine["arch_loss"], theirs["arch_loss"], rtol=0, atol=0)
+    torch.testing.assert_close(iteration.model.state_dict(), task.model.state_dict(),
+                               rtol=0, atol=0)  # fmt: skip
+    for name, theirs_opt in task.optimizer_states().items():
+        mine_opt = {"w_opt": iteration.w_opt, "w_scaler": iteration.w_scaler,
+                    "architect": iteration.architect}[name]  # fmt: skip
+        torch.testing.assert_close(mine_opt.state_dict(), theirs_opt.state_dict(),
+                                   rtol=0, atol=0)  # fmt: skip
+    assert torch.equal(iteration.model.alphas, task.model.alphas)
+    assert not torch.equal(task.model.alphas, net.alphas)  # the step did move α

@@ -10,7 +10,7 @@ from torch import nn
 
 from fastadl import SuperNet
 from fastadl.runtime.precision import Precision
-from fastadl.runtime.steps import frozen, set_lr, stepped_parameters, weight_step
+from fastadl.runtime.steps import frozen, set_lr, sgd, stepped_parameters, weight_step
 from fastadl.search.flat_sgd import FlatSGD
 
 HYPER = dict(lr=0.05, momentum=0.9, weight_decay=3e-4)
@@ -89,6 +89,37 @@ def test_resumes_from_a_plain_sgd_state():
     assert isinstance(flat_opt.param_groups[0]["lr"], torch.Tensor)  # a plain float made ours
     torch.testing.assert_close(run_steps(flat, flat_opt, 3), run_steps(ref, ref_opt, 3))
     for a, b in zip(flat.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("make", [FlatSGD, sgd], ids=["FlatSGD", "steps.sgd"])
+def test_a_first_step_the_scaler_skips_leaves_no_garbage_momentum(make):
+    """fp16: the GradScaler skips a step whose gradients hold an inf (usual at its first scale).
+    The fused SGD under FlatSGD and steps.sgd then steps as torch's plain SGD does (torch's fused
+    SGD kept an uninitialised momentum buffer and added it to the weights at the next step)."""
+    ref, net = small_net(), small_net()
+    ref_opt, opt = torch.optim.SGD(ref.parameters(), **HYPER), make(list(net.parameters()), **HYPER)
+    if not opt.defaults.get("fused"):
+        pytest.skip("this torch has no fused SGD for CPU tensors: nothing to check")
+    for model, optimizer in ((ref, ref_opt), (net, opt)):
+        scaler = torch.amp.GradScaler("cpu")
+        for step in range(2):
+            scale = float(scaler.scale(torch.ones(())))
+            for i, p in enumerate(model.parameters()):
+                g = torch.full_like(p, 0.01 * (i + 1) * scale)
+                if step == 0 and i == 0:
+                    g.view(-1)[0] = float("inf")  # the first step is skipped
+                if p.grad is None:
+                    p.grad = g
+                else:
+                    p.grad.copy_(g)  # FlatSGD: into the flat buffer's views
+            if step == 0:  # memory torch's empty_like may hand out again: NaN, not 0
+                junk = [torch.full_like(p, float("nan")) for p in stepped_parameters(optimizer)]
+                del junk
+            scaler.step(optimizer)
+            scaler.update()
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b)
 
 
