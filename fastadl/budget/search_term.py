@@ -12,16 +12,16 @@ second objective, so α and β are left to the segmentation loss once the expect
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from fastadl.budget.deploy import REPORTED_UNITS, TARGET_UNITS, parse_size
 from fastadl.budget.expected import DenseCost, dense_cost, expected_cost
 from fastadl.budget.table import CostTable, genotype_cost
+from fastadl.runtime.rundir.files import write_json_atomic
 from fastadl.space.genotype import Genotype
 from fastadl.space.primitives import PRIMITIVES
 
@@ -103,10 +103,7 @@ class Budget:
         (Genotype.load reads the file and leaves it out)."""
         data = {**genotype.to_dict(), "predicted_cost": self.predicted(genotype)}
         Genotype.from_dict(data)  # the file must stay a loadable genotype
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(Path(path), data)
 
 
 TableBuilder = Callable[..., CostTable]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from fastadl.budget.table import CostTable
 from fastadl.cache import cache_root
+from fastadl.runtime.rundir.files import write_json_atomic
 
 
 def table_path(context: Mapping[str, object]) -> Path:
@@ -58,7 +58,5 @@ def save_table(table: CostTable, context: Mapping[str, object]) -> Path:
     add to it) atomically: a concurrent reader sees all or none."""
     path = table_path(context)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(table_to_dict(table), indent=1))
-    tmp.replace(path)
+    write_json_atomic(path, table_to_dict(table))
     return path

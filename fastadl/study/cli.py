@@ -216,26 +216,36 @@ def flag_overrides(spec: LoopCLI, text: str, option: str) -> tuple[str | None, d
     return args.preset, overrides_from(args, spec.config.CONFIG)
 
 
-def plan_study(args: argparse.Namespace, out: Path):
-    """(settings, jobs, genotype files to write, prepare(job) or None) of the chosen study."""
+def pareto_flags(args: argparse.Namespace):
+    """(search flags, train flags) of a Pareto study: the retraining model (tiny unless
+    --train-flags says) is the one every search's budget prices, at --deploy-size on one CPU
+    thread."""
+    train = flag_overrides(TRAIN_CLI, args.train_flags, "--train-flags")
+    train = (train[0], {"model": "tiny", **train[1]})
+    search = flag_overrides(SEARCH_CLI, args.search_flags, "--search-flags")
+    search = (search[0], {**search[1], "deploy_model": train[1]["model"],
+                          "deploy_size": args.deploy_size, "deploy_threads": 1,
+                          "deploy_device": "cpu"})  # fmt: skip
+    return search, train
+
+
+def plan_study(args: argparse.Namespace, out: Path, latency=None):
+    """(settings, jobs, genotype files to write, prepare(job) or None) of the chosen study;
+    latency: the Pareto study's pareto_latency (predict_ms, measure_ms, context)."""
     from fastadl.study.plans import plan_cells, plan_searched_vs_random
     from fastadl.study.quality import derive_genotype, plan_quality
 
+    if args.study == "pareto":
+        from fastadl.study.pareto import plan_pareto
+
+        search, train = pareto_flags(args)
+        plan = plan_pareto(out, args.targets, args.random, args.seeds, args.retrain_epochs,
+                           args.draw_seed, search, train, latency[0])  # fmt: skip
+        return (*plan, None)
     train = flag_overrides(TRAIN_CLI, args.train_flags, "--train-flags")
     if args.study == "cells":
         return (*plan_cells(out, args.seeds, args.retrain_epochs, train), None)
     search = flag_overrides(SEARCH_CLI, args.search_flags, "--search-flags")
-    if args.study == "pareto":
-        from fastadl.study.pareto import plan_pareto
-
-        train = (train[0], {"model": "tiny", **train[1]})
-        search = (search[0], {**search[1], "deploy_model": train[1]["model"],
-                              "deploy_size": args.deploy_size, "deploy_threads": 1,
-                              "deploy_device": "cpu"})  # fmt: skip
-        predict_ms = pareto_latency(args, search, train)[0]
-        plan = plan_pareto(out, args.targets, args.random, args.seeds, args.retrain_epochs,
-                           args.draw_seed, search, train, predict_ms)  # fmt: skip
-        return (*plan, None)
     if args.study == "quality":
         if not (args.searches or args.cells):
             raise ConfigError("--searches and --cells are both 0: nothing to run")
@@ -284,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {args.out} is a file, not a study directory")
-        settings, jobs, files, prepare = plan_study(args, out)
+        # the Pareto study's latency model: its targets at the start, its timings at the end
+        latency = pareto_latency(args, *pareto_flags(args)) if args.study == "pareto" else None
+        settings, jobs, files, prepare = plan_study(args, out, latency)
         open_study(out, args.study, settings, jobs)
         for path, genotype in files.items():  # after the check: never overwrite another study's
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,27 +322,21 @@ def main(argv: list[str] | None = None) -> int:
         return fail("interrupted: continue with the same command", EXIT_INTERRUPTED)
     except (*USER_ERRORS, OSError) as e:
         return fail(user_message(e))
-    final_report(args, out, command, results, report)
+    final_report(args, out, command, results, report, latency)
     return 0
 
 
-def final_report(args, out: Path, command: str, results: list[dict], report) -> None:
+def final_report(args, out: Path, command: str, results: list[dict], report, latency) -> None:
     """The finished study's report (the quality study's proxy scores, the Pareto study's
     timings first), and its verdict in a line."""
     from fastadl.study.quality_report import write_quality_report
     from fastadl.study.report import verdict_line
 
     if args.study == "pareto":
-        from fastadl.study.pareto import finish_pareto
+        from fastadl.study.pareto import finish_pareto, pareto_verdict
 
-        search = flag_overrides(SEARCH_CLI, args.search_flags, "--search-flags")
-        train = flag_overrides(TRAIN_CLI, args.train_flags, "--train-flags")
-        train = (train[0], {"model": "tiny", **train[1]})
-        predict_ms, measure_ms, context = pareto_latency(args, search, train)
-        summary = finish_pareto(out, command, results, predict_ms, measure_ms, context)
-        verdict = ("no random genotype dominates a searched one" if summary["undominated"]
-                   else "a random genotype dominates a searched one")  # fmt: skip
-        print(f"study done: {out / 'report.md'}\n{verdict}")
+        summary = finish_pareto(out, command, results, *latency)
+        print(f"study done: {out / 'report.md'}\n{pareto_verdict(summary)}")
     elif args.study == "quality":
         proxy = None
         if not args.no_proxy:

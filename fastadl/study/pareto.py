@@ -172,6 +172,13 @@ def pareto_summary(points: dict[str, dict]) -> dict:
             "undominated": all(not s["dominated_by"] for s in searched.values())}  # fmt: skip
 
 
+def pareto_verdict(summary: dict) -> str:
+    """The study's answer in a line."""
+    if summary["undominated"]:
+        return "no random genotype dominates a searched one"
+    return "a random genotype dominates a searched one"
+
+
 def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
@@ -210,8 +217,7 @@ def write_pareto_report(out: Path, command: str, points: dict[str, dict], summar
         "ms",
         out / "plots" / "pareto.png",
     )
-    verdict = ("no random genotype dominates a searched one" if summary["undominated"]
-               else "a random genotype dominates a searched one")  # fmt: skip
+    verdict = pareto_verdict(summary)
     lines = [
         "# Pareto study: val mIoU against measured latency", "", f"    {command}", "",
         f"Latency: {context}", "", f"**{verdict}.**", "",
