@@ -31,7 +31,7 @@ from fastadl.search.flat_sgd import search_weight_optimizer
 def adam(params: list[nn.Parameter], **kwargs) -> torch.optim.Adam:
     """torch.optim.Adam whose step needs no host synchronisation: the fused implementation
     (one kernel, its step counters on the device; on the CPU the same numbers as the default
-    one, tests/search/test_arch_adam.py), else ``capturable`` off the CPU (where torch allows
+    one, tests/search/test_sync_free_steps.py), else ``capturable`` off the CPU (where torch allows
     it), else the default one (which reads each parameter's step counter on the host)."""
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)

@@ -101,7 +101,7 @@ class Search:
         # built where the self-check and the benchmark build theirs (architect.py)
         self.iteration = it = SearchIteration(self.model, cfg, device, self.budget)
         self.precision, self.w_opt, self.w_scaler = it.precision, it.w_opt, it.w_scaler
-        self.architect, self.watch, self.forward = it.architect, it.watch, it.forward
+        self.architect, self.watch = it.architect, it.watch  # the loop reads the watch
         # Collapse guard arch_stop_skips: the epoch after which α/β were frozen (0 = not).
         self.arch_frozen_at = 0
         self.drawn: Genotype | None = None  # the genotype plots/genotype_*.png show
