@@ -115,9 +115,12 @@ def final_weight_grads(g, P: int, plan: EdgePlan, inter) -> Tensor:
     Q, S, J = M // P, plan.S, plan.J
     n1 = J - S
     gq = g.view(P, Q, E, C).unsqueeze(2)
-    parts = [(inter["Z1"].view(P, Q, J, E, C)[:, :, S:] * gq).sum((0, 1, 4))] if n1 else []
-    parts += [(inter["Z2"].view(P, Q, S, E, C) * gq).sum((0, 1, 4))] if S else []
-    return torch.cat(parts)
+    f64 = torch.float64  # summed in double, as rows.py's sums (the note above _bn_backward_aten)
+    parts = (
+        [(inter["Z1"].view(P, Q, J, E, C)[:, :, S:] * gq).sum((0, 1, 4), dtype=f64)] if n1 else []
+    )
+    parts += [(inter["Z2"].view(P, Q, S, E, C) * gq).sum((0, 1, 4), dtype=f64)] if S else []
+    return torch.cat(parts).to(g.dtype)
 
 
 def conv_rows_backward(g, x, P, gw: GroupWeights, plan: EdgePlan, inter, batch, need_x, need_w, gx):
@@ -143,7 +146,7 @@ def conv_rows_backward(g, x, P, gw: GroupWeights, plan: EdgePlan, inter, batch, 
         if batch:
             return bn_backward(gq.expand(P, Q, n, E, C), xh, inv, gz, w, want_gsum=need_w)
         torch.mul(gq, (inv * w.view(1, n, E, 1)).unsqueeze(1), out=gz)
-        return (xh * gq).sum((0, 1, 4)) if need_w else None
+        return (xh * gq).sum((0, 1, 4), dtype=torch.float64).to(g.dtype) if need_w else None
 
     if n1:
         parts.append(final_rows(Z1v[:, :, S:], inv1[:, S:], wf[:n1], gz1v[:, :, S:]))

@@ -161,7 +161,10 @@ def cell_backward(plan: CellPlan, P: int, g, x0, x1, weights, betas, batch, save
         gacc = gq.clone()  # (1, Q, B, C), accumulated into below
     else:
         if need_b:
-            gbetas = torch.mv(acc.view(P, -1), gq.reshape(-1))
+            # summed in double: a float GEMV's long dot products made β's gradient up to 5×
+            # further from float64 than the reference's (issue 23)
+            gbetas = (acc.view(P, -1) * gq.reshape(1, -1)).sum(1, dtype=torch.float64)
+            gbetas = gbetas.to(acc.dtype)
         gacc = betas.view(P, 1, 1, 1) * gq  # (P, Q, B, C): each block's gradient per path
     mix_grads = [None] * len(plan.groups)  # per group (ga (A, E), gf (J, E))
     items = [None] * len(plan.groups)  # weight-gradient operands, per group

@@ -33,12 +33,21 @@ def _gather(parts, M: int) -> Tensor:
     return torch.cat(full, dim=-2)
 
 
+# Why the GEMM below runs in double: a BatchNorm follows every 1×1 conv, so its upstream
+# gradient gz sums to 0 over the positions and is orthogonal to the conv's output, and
+# Σ_m gz[m]ᵀ d[m] is a small difference of large terms. A float GEMM's reduction over all M
+# positions (P·N·H·W, thousands) made these gradients 1.6× further from float64 than the
+# reference's conv backward, on average over every such tensor (issue 23, docs/TESTING.md).
+# In double (float products are exact there) the sum is as good as the inputs; it costs 1.3×
+# a float GEMM at 2 channels and 4× at 64 on the CPU, a few ms of a 2.4 s search step. The C++
+# kernel (8, 16, 32 channels) sums float blocks into double instead (pointwise.cpp).
 def _pointwise_weight_grads(gz: Tensor, d: Tensor) -> list[Tensor]:
     """gz, d: (M, R, E, C) → per row r the (E, C, C) gradients Σ_m gz[m, r, e]ᵀ d[m, r, e]."""
     M, R, E, C = gz.shape
     g = pointwise_weight_grad_native(gz, d)
     if g is None:
-        g = torch.bmm(gz.view(M, R * E, C).permute(1, 2, 0), d.view(M, R * E, C).transpose(0, 1))
+        g = torch.bmm(gz.reshape(M, R * E, C).permute(1, 2, 0).double(),
+                      d.reshape(M, R * E, C).transpose(0, 1).double()).to(gz.dtype)  # fmt: skip
     return list(g.view(R, E, C, C).unbind(0))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 
+import torch
 from torch import Tensor
 
 from fastadl.kernels.cpu import accepts, kernel
@@ -164,20 +165,28 @@ def _mix_rows_aten(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> None:
     out.add_(s) if accumulate else out.copy_(s)
 
 
+# The ATen twins below sum over positions in double, as the C++ kernels do: ATen reduces a
+# dimension that is not the innermost with one float accumulator per output, a chain over
+# all Q positions, and these sums (BN's projections, the mixing weights' gradients) are small
+# differences of large terms. In float, α's gradients on this route were 2.3× further from
+# float64 than the reference's (issue 23, docs/TESTING.md).
 def _bn_backward_aten(g, xhat, inv, gz, w=None, mask=None, want_gsum=False):
     Q, n, E = xhat.shape[1], xhat.shape[2], xhat.shape[3]
     if mask is not None:
         g = g * (mask > 0)
-    s = (g * xhat).sum(1)  # (P, n, E, C)
+    s = (g * xhat).sum(1, dtype=torch.float64)  # (P, n, E, C)
+    mean = g.sum(1, keepdim=True, dtype=torch.float64).div_(Q).to(g.dtype)
     a = inv if w is None else inv * w.view(1, n, E, 1)
-    gz.copy_(a.unsqueeze(1) * (g - g.mean(1, keepdim=True)) - (a * s / Q).unsqueeze(1) * xhat)
-    return s.sum((0, 3)) if want_gsum else None
+    proj = (a * s / Q).to(g.dtype).unsqueeze(1)
+    gz.copy_(a.unsqueeze(1) * (g - mean) - proj * xhat)
+    return s.sum((0, 3)).to(g.dtype) if want_gsum else None
 
 
 def _mix_backward_aten(g, x, w, want_gw):
     n, E = w.shape
     gx = (g.unsqueeze(0) * w.view(n, 1, E, 1)).sum(2)
-    gw = (g.unsqueeze(0) * x.unsqueeze(2)).sum((1, 3)) if want_gw else None
+    gw = (g.unsqueeze(0) * x.unsqueeze(2)).sum((1, 3), dtype=torch.float64) if want_gw else None
+    gw = gw if gw is None else gw.to(x.dtype)
     return gx, gw
 
 
