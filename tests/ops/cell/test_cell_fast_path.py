@@ -19,7 +19,7 @@ import functools
 
 import pytest
 import torch
-from float64_agreement import assert_as_close_to_float64
+from float64_agreement import ULP_FLOOR, assert_errors_within, rounded_rms_errors
 from torch import nn
 
 from fastadl import PRIMITIVES, SearchCell, SuperNet, convert_mixed_ops
@@ -51,7 +51,9 @@ def outputs_and_grads(net: nn.Module, x: torch.Tensor, seed: int = 1) -> list[to
     """[output, dL/dx, dL/d every parameter (α and β included)] for a fixed upstream gradient."""
     x = x.clone().requires_grad_()
     out = net(x)
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    # drawn in float64 whatever the dtype: randn draws other numbers in float32
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g = g.to(out.dtype)
     params = list(net.parameters())
     return [out.detach(), *torch.autograd.grad(out, [x, *params], g)]
 
@@ -96,20 +98,27 @@ def test_supernet_is_the_reference_function_in_float64(B, cpu_kernels):
 
 
 @functools.cache
-def float32_reference(B: int) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """(input, float32 reference's, float64 reference's outputs_and_grads)."""
+def float32_reference(B: int) -> tuple[dict, torch.Tensor, list[torch.Tensor], list[float]]:
+    """(the float64 trellis' state before any forward, input, float64 outputs_and_grads, the
+    float32 reference's error per tensor: RMS over random roundings)."""
     ref64 = trellis(B)
-    ref32 = copy.deepcopy(ref64).float()
+    state64 = copy.deepcopy(ref64.state_dict())
     x = torch.randn(2, 3, 17, 21, dtype=torch.float64)
-    return x, outputs_and_grads(ref32, x.float()), outputs_and_grads(ref64, x)
+    want = outputs_and_grads(ref64, x)
+    template = trellis(B, torch.float32)
+    return state64, x, want, rounded_rms_errors(template, state64, x, want, outputs_and_grads)
 
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("B", [3, 5])
 def test_supernet_float32_is_as_close_to_float64_as_the_float32_reference(B, cpu_kernels):
-    x, ref32, ref64 = float32_reference(B)
-    fast32 = fast_copy(trellis(B).float())
-    assert_as_close_to_float64(outputs_and_grads(fast32, x.float()), ref32, ref64)
+    """Output and every gradient within 3× the reference's error from float64, per tensor, each
+    path's error the RMS over random roundings (float64_agreement.rounded_rms_errors)."""
+    state64, x, want, e_ref = float32_reference(B)
+    template = fast_copy(trellis(B, torch.float32))
+    e_fast = rounded_rms_errors(template, state64, x, want, outputs_and_grads)
+    names = ["output", "input", *(n for n, _ in template.named_parameters())]
+    assert_errors_within(e_fast, e_ref, names, floor=ULP_FLOOR)
 
 
 def test_running_statistics_follow_the_sequential_per_path_updates(cpu_kernels):
