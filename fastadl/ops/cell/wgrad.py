@@ -38,9 +38,10 @@ def _gather(parts, M: int) -> Tensor:
 # Σ_m gz[m]ᵀ d[m] is a small difference of large terms. A float GEMM's reduction over all M
 # positions (P·N·H·W, thousands) made these gradients 1.6× further from float64 than the
 # reference's conv backward, on average over every such tensor (issue 23, docs/TESTING.md).
-# In double (float products are exact there) the sum is as good as the inputs; it costs 1.3×
-# a float GEMM at 2 channels and 4× at 64 on the CPU, a few ms of a 2.4 s search step. The C++
-# kernel (8, 16, 32 channels) sums float blocks into double instead (pointwise.cpp).
+# In double (float products are exact there) the sum is as good as the inputs; on the CPU it
+# costs 1.3-1.6× a float GEMM at 2 channels and 3-4× at 64 (at F = 8 only the coarsest level's
+# 64 channels take it). The C++ kernel (8, 16, 32 channels) sums float blocks into double
+# instead (pointwise.cpp).
 def _pointwise_weight_grads(gz: Tensor, d: Tensor) -> list[Tensor]:
     """gz, d: (M, R, E, C) → per row r the (E, C, C) gradients Σ_m gz[m, r, e]ᵀ d[m, r, e]."""
     M, R, E, C = gz.shape

@@ -165,11 +165,10 @@ def _mix_rows_aten(out: Tensor, x: Tensor, w: Tensor, accumulate: bool) -> None:
     out.add_(s) if accumulate else out.copy_(s)
 
 
-# The ATen twins below sum over positions in double, as the C++ kernels do: ATen reduces a
-# dimension that is not the innermost with one float accumulator per output, a chain over
-# all Q positions, and these sums (BN's projections, the mixing weights' gradients) are small
-# differences of large terms. In float, α's gradients on this route were 2.3× further from
-# float64 than the reference's (issue 23, docs/TESTING.md).
+# The ATen twins below sum over positions in double, as the C++ kernels do: these sums (BN's
+# projections, the mixing weights' gradients) are small differences of large terms over a
+# dimension that is not the innermost, and in float α's gradients on this route were 2.3×
+# further from float64 than the reference's on average (issue 23, docs/TESTING.md).
 def _bn_backward_aten(g, xhat, inv, gz, w=None, mask=None, want_gsum=False):
     Q, n, E = xhat.shape[1], xhat.shape[2], xhat.shape[3]
     if mask is not None:
