@@ -106,23 +106,35 @@ AMP_OF = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 
 
 def iteration_tensors(iteration, batches, device: torch.device) -> tuple[list[str], list]:
-    """(names, tensors) of one search iteration (fastadl/search/architect.py's
-    SearchIteration.closure on ``batches``), all float32: the weight step's loss (the
-    "output"), the α/β step's, each weight's change divided by the learning rate (−(clipped
-    gradient + weight decay): O(1) values, so the float32 rule sees them at a gradient's
-    scale), the gradient α and β were stepped with (weight decay included, read from Adam's
-    first moment; their change itself, lr·sign(gradient) on a first step, would turn a
-    rounding-sized difference in a near-zero gradient into a 2·lr one), then the BatchNorm
-    buffers."""
+    """(names, tensors) of a search iteration's two steps (fastadl/search/architect.py's
+    SearchIteration) on ``batches``, all float32: the weight step's loss (the "output"), the
+    α/β step's, each weight's change divided by the learning rate (−(clipped gradient + weight
+    decay): O(1) values, so the float32 rule sees them at a gradient's scale), the gradient α
+    and β were stepped with (weight decay included, read from Adam's first moment; their
+    change itself, lr·sign(gradient) on a first step, would turn a rounding-sized difference
+    in a near-zero gradient into a 2·lr one), then the BatchNorm buffers after the weight step.
+
+    Both steps start from the same weights: the α/β step is taken at the weights before the
+    weight step, not after it. After a weight step at the search's learning rate the α
+    gradient is ill-conditioned in float32: over random roundings of one float64 network
+    (L = 3, F = 4, 33×35) the float32 reference's α gradient was 0.8-2.5 % from float64's and
+    the cell path's 0.1-4 % (docs/TESTING.md), so two correct float32 runs disagree far beyond
+    the float32 rule there. Each step alone is a forward and backward at a fixed point."""
     model = iteration.model
     arch = {id(p) for p in iteration.arch_params}
     weights = [(n, p) for n, p in model.named_parameters() if id(p) not in arch]
+    start = {k: v.clone() for k, v in model.state_dict().items()}
     before = [p.detach().float().clone() for _, p in weights]
+    (_, _), (xb, yb) = batches
     with exact_fp32() if device.type == "cuda" else contextlib.nullcontext():
-        losses = iteration.closure(batches)()
-    deltas = [
-        (p.detach().float() - b) / iteration.w_lr for (_, p), b in zip(weights, before, strict=True)
-    ]
+        loss = iteration.run(batches, 0, iteration.w_lr, arch=False)["loss"]
+        iteration.watch.check()
+        deltas = [(p.detach().float() - b) / iteration.w_lr
+                  for (_, p), b in zip(weights, before, strict=True)]  # fmt: skip
+        buffers = [(n, b.detach().float().clone()) for n, b in model.named_buffers()]
+        model.load_state_dict(start)  # in place: the optimizers keep their parameters
+        arch_loss = iteration.architect.step(xb, yb, 1, iteration.accumulate, iteration.watch)
+        iteration.watch.check()
     adam = iteration.architect.optimizer
     beta1 = adam.param_groups[0]["betas"][0]
     arch_named = [(n, p) for n, p in model.named_parameters() if id(p) in arch]
@@ -131,12 +143,11 @@ def iteration_tensors(iteration, batches, device: torch.device) -> tuple[list[st
         adam.state.get(p, {}).get("exp_avg", torch.zeros_like(p)).detach().float() / (1 - beta1)
         for _, p in arch_named
     ]
-    buffers = list(model.named_buffers())
     names = ["weight-step loss", "α/β-step loss", *(f"Δ/lr {n}" for n, _ in weights)]
     names += [f"α/β-step gradient {n}" for n, _ in arch_named]
     names += [f"buffer {n}" for n, _ in buffers]
-    tensors = [losses["loss"].detach().float(), losses["arch_loss"].detach().float()]
-    tensors += deltas + arch_grads + [b.detach().float() for _, b in buffers]
+    tensors = [loss.detach().float(), arch_loss.detach().float()]
+    tensors += deltas + arch_grads + [b for _, b in buffers]
     return names, tensors
 
 

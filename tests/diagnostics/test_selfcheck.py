@@ -125,3 +125,35 @@ def test_selfchecks_iteration_is_the_searchs_first(tmp_path, amp, one_thread):
                                    rtol=0, atol=0)  # fmt: skip
     assert torch.equal(iteration.model.alphas, task.model.alphas)
     assert not torch.equal(task.model.alphas, net.alphas)  # the step did move α
+
+
+def test_selfcheck_compares_the_arch_step_at_the_weights_before_the_weight_step(one_thread):
+    """iteration_tensors' α/β-step gradient and loss are a fresh α/β step's at the starting
+    weights (after a weight step the float32 α gradient is ill-conditioned: docs/TESTING.md),
+    and its weight changes are those of a weight step alone."""
+    from fastadl.diagnostics.checks import iteration_tensors
+    from fastadl.diagnostics.workloads import NetSpec, iteration_case
+
+    cpu = torch.device("cpu")
+    spec = NetSpec(2, 2, 2, 3, 2, 17, 19)
+    like = spec.build("reference")
+    names, got = iteration_tensors(*iteration_case(spec, "reference", "off", cpu, like), cpu)
+    found = dict(zip(names, got, strict=True))
+
+    arch_only, batches = iteration_case(spec, "reference", "off", cpu, like)
+    (_, _), (xb, yb) = batches
+    loss = arch_only.architect.step(xb, yb, 1, arch_only.accumulate, arch_only.watch)
+    adam = arch_only.architect.optimizer
+    beta1 = adam.param_groups[0]["betas"][0]
+    torch.testing.assert_close(found["α/β-step loss"], loss, rtol=0, atol=0)
+    for p, name in zip(arch_only.arch_params, ("alphas", "betas"), strict=True):
+        want = adam.state[p]["exp_avg"] / (1 - beta1)
+        torch.testing.assert_close(found[f"α/β-step gradient {name}"], want, rtol=0, atol=0)
+
+    weights_only, batches = iteration_case(spec, "reference", "off", cpu, like)
+    before = {n: p.detach().clone() for n, p in weights_only.model.named_parameters()}
+    weights_only.run(batches, 0, weights_only.w_lr, arch=False)
+    for n, p in weights_only.model.named_parameters():
+        if n not in ("alphas", "betas"):
+            want = (p.detach() - before[n]) / weights_only.w_lr
+            torch.testing.assert_close(found[f"Δ/lr {n}"], want, rtol=0, atol=0)
