@@ -8,8 +8,8 @@
 The iteration is the search's own: ``fastadl.search.architect.SearchIteration``, which the
 search loop runs (FlatSGD weight step with gradient clip, then the Architect's Adam step on α
 and β, the non-finite watch read at its end, the search's TF32 setting; the search's default
-learning rates), on a SuperNet built like the search builds it. Each backend runs in a process of its own (as a
-user's search does), and they are timed interleaved (every repetition runs each backend once,
+learning rates), on a SuperNet built like the search builds it. Each backend runs in a process
+of its own (as a user's search does), and they are timed interleaved (every repetition runs each backend once,
 in rotating order, one at a time) after one warm-up iteration each; the medians are reported
 with their ratio to ``reference``, and each process's peak memory (peak RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA), so one backend's high-water mark never hides

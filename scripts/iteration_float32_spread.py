@@ -36,7 +36,7 @@ def run(backend: str, state, dtype, batches, at_start: bool) -> dict[str, torch.
     out = iteration.run(batches, 0, iteration.w_lr, arch=True)
     adam = iteration.architect.optimizer
     grads = {f"α/β-step gradient {n}": adam.state[p]["exp_avg"] for n, p in
-             zip(("alphas", "betas"), iteration.arch_params, strict=False)}  # fmt: skip
+             zip(("alphas", "betas"), iteration.arch_params, strict=True)}  # fmt: skip
     return {"α/β-step loss": out["arch_loss"], **grads}
 
 

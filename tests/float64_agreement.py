@@ -10,14 +10,13 @@ float32 result must be about as close to float64 as the float32 reference's is.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastadl.diagnostics.float32_error import roundings
+from fastadl.diagnostics.float32_error import rel_error, rms_errors, roundings
 
 
 def rel_errors(got, want, min_scale: float = 1e-3) -> list[float]:
@@ -25,10 +24,7 @@ def rel_errors(got, want, min_scale: float = 1e-3) -> list[float]:
     ``min_scale`` where that is smaller (a BatchNorm's running mean over an all-zero map is 0 in
     float64 and a few 1e-9 in float32; min_scale = 1 makes the errors of tensors below 1
     absolute, as the suite's float32 tolerances are)."""
-    return [
-        ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(min_scale)).item()
-        for a, b in zip(got, want, strict=True)
-    ]
+    return [rel_error(a, b, min_scale) for a, b in zip(got, want, strict=True)]
 
 
 def assert_errors_within(
@@ -78,7 +74,8 @@ def rounded_rms_errors(
         net = copy.deepcopy(template32)
         net.load_state_dict(state)
         runs.append(rel_errors(compute(net, x), want, min_scale))
-    return [math.sqrt(sum(r[i] ** 2 for r in runs) / count) for i in range(len(want))]
+    per_tensor = rms_errors([dict(enumerate(r)) for r in runs])
+    return [per_tensor[i] for i in range(len(want))]
 
 
 # Where a float32 value lies within rounding of a kink (a ReLU input near 0, a max-pool window

@@ -124,13 +124,11 @@ def iteration_tensors(iteration, batches, device: torch.device) -> tuple[list[st
     arch = {id(p) for p in iteration.arch_params}
     weights = [(n, p) for n, p in model.named_parameters() if id(p) not in arch]
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    before = [p.detach().float().clone() for _, p in weights]
     (_, _), (xb, yb) = batches
     with exact_fp32() if device.type == "cuda" else contextlib.nullcontext():
         loss = iteration.run(batches, 0, iteration.w_lr, arch=False)["loss"]
         iteration.watch.check()
-        deltas = [(p.detach().float() - b) / iteration.w_lr
-                  for (_, p), b in zip(weights, before, strict=True)]  # fmt: skip
+        deltas = [(p.detach().float() - start[n].float()) / iteration.w_lr for n, p in weights]
         buffers = [(n, b.detach().float().clone()) for n, b in model.named_buffers()]
         model.load_state_dict(start)  # in place: the optimizers keep their parameters
         arch_loss = iteration.architect.step(xb, yb, 1, iteration.accumulate, iteration.watch)

@@ -55,10 +55,11 @@ def named_outputs_and_grads(net: nn.Module, x: Tensor, upstream: Tensor) -> dict
     return {"output": out.detach(), "input": grads[0], **dict(zip(names, grads[1:], strict=True))}
 
 
-def rel_error(got: Tensor, want: Tensor) -> float:
-    """max |got − want| / max |want| (the absolute error where ``want`` is all zeros)."""
-    scale = want.abs().max().item()
-    err = (got.double() - want).abs().max().item()
+def rel_error(got: Tensor, want: Tensor, min_scale: float = 0.0) -> float:
+    """max |got − want| / max |want|, the scale at least ``min_scale`` (the absolute error
+    where the scale is 0)."""
+    scale = max(want.abs().max().item(), min_scale)
+    err = (got.double() - want.double()).abs().max().item()
     return err / scale if scale > 0 else err
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
-from fastadl.diagnostics.checks import Row, agreement_rows, iteration_rows
+from fastadl.diagnostics.checks import AMP_OF, Row, agreement_rows, iteration_rows
 from fastadl.diagnostics.timing import interleaved_medians
 from fastadl.diagnostics.workloads import (
     cell_case,
@@ -119,7 +119,8 @@ def timing_table(device, plan, backends, progress) -> list[tuple[str, dict[str, 
             cell_reps,
         ),
     ]
-    for dtype, amp in (("fp32", "off"), ("bf16", "bf16"), ("fp16", "fp16")):
+    for dtype in ITERATION_DTYPES:
+        amp = AMP_OF[dtype]
         workloads.append((
             f"search iteration {dtype} {spec.label()}",
             lambda b, amp=amp: search_iteration(spec.build(b).to(device), spec, device, amp),

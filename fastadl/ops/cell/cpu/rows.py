@@ -174,7 +174,7 @@ def _bn_backward_aten(g, xhat, inv, gz, w=None, mask=None, want_gsum=False):
     if mask is not None:
         g = g * (mask > 0)
     s = (g * xhat).sum(1, dtype=torch.float64)  # (P, n, E, C)
-    mean = g.sum(1, keepdim=True, dtype=torch.float64).div_(Q).to(g.dtype)
+    mean = g.mean(1, keepdim=True, dtype=torch.float64).to(g.dtype)
     a = inv if w is None else inv * w.view(1, n, E, 1)
     proj = (a * s / Q).to(g.dtype).unsqueeze(1)
     gz.copy_(a.unsqueeze(1) * (g - mean) - proj * xhat)
@@ -184,9 +184,9 @@ def _bn_backward_aten(g, xhat, inv, gz, w=None, mask=None, want_gsum=False):
 def _mix_backward_aten(g, x, w, want_gw):
     n, E = w.shape
     gx = (g.unsqueeze(0) * w.view(n, 1, E, 1)).sum(2)
-    gw = (g.unsqueeze(0) * x.unsqueeze(2)).sum((1, 3), dtype=torch.float64) if want_gw else None
-    gw = gw if gw is None else gw.to(x.dtype)
-    return gx, gw
+    if not want_gw:
+        return gx, None
+    return gx, (g.unsqueeze(0) * x.unsqueeze(2)).sum((1, 3), dtype=torch.float64).to(x.dtype)
 
 
 def bn_forward_(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
